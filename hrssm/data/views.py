@@ -1,0 +1,146 @@
+"""Still images -> short sequences of views with no-op actions, so an RSSM's transition model has something to learn.
+
+``repeat`` gives T identical views (the prior can then predict every step after the first, so the KL at t > 0 goes
+to ~0: useful as a control). ``augment`` gives T different views: random resized crop, horizontal flip and mild
+colour jitter, all batched in torch. The randomness of a sample is keyed by (seed, epoch, img_id), so its views do
+not depend on batch composition, DataLoader workers or resuming.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .preprocess import PIXEL_MAX, PIXEL_MIN, check_pixel_range, preprocess
+
+_N_PARAMS = 8  # uniforms per view: area, log-ratio, x, y, flip, brightness, contrast, saturation
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass
+class ViewConfig:
+    """How a still image becomes a sequence of views."""
+
+    num_views: int = 4
+    mode: Literal["repeat", "augment"] = "augment"
+    action_dim: int = 1
+    crop_scale: tuple[float, float] = (0.7, 1.0)  # area fraction of the random resized crop
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # aspect ratio range of the crop
+    flip: bool = True
+    brightness: float = 0.1  # multiplicative factor drawn from [1 - b, 1 + b]
+    contrast: float = 0.1
+    saturation: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_views, int) or self.num_views < 1:
+            raise ValueError(f"num_views must be an int >= 1, got {self.num_views!r}")
+        if self.mode not in ("repeat", "augment"):
+            raise ValueError(f"views mode must be 'repeat' or 'augment', got {self.mode!r}")
+        if not isinstance(self.action_dim, int) or self.action_dim < 1:
+            raise ValueError(f"action_dim must be an int >= 1, got {self.action_dim!r}")
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
+        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise ValueError(f"crop_ratio must satisfy 0 < low <= high, got {self.crop_ratio}")
+        for name in ("brightness", "contrast", "saturation"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} jitter must be in [0, 1), got {getattr(self, name)}")
+
+
+def view_uniforms(keys: Sequence[Sequence[int]], num_views: int) -> torch.Tensor:
+    """(B, T, 8) uniforms in [0, 1), one independent stream per key (e.g. (seed, epoch, img_id))."""
+    return torch.from_numpy(
+        np.stack([np.random.default_rng([int(k) for k in key]).random((num_views, _N_PARAMS)) for key in keys])
+    ).float()
+
+
+def augment(images: torch.Tensor, u: torch.Tensor, cfg: ViewConfig) -> torch.Tensor:
+    """Apply random resized crop + flip + colour jitter. images (B, 3, H, W) in [-0.5, 0.5]; u (B, T, 8).
+
+    Returns (B, T, 3, H, W). One `grid_sample` call for the whole batch of views.
+    """
+    b, t = u.shape[:2]
+    _, c, h, w = images.shape
+    u = u.to(images.device, images.dtype)
+    lo, hi = cfg.crop_scale
+    area = lo + (hi - lo) * u[..., 0]
+    log_r = np.log(cfg.crop_ratio[0]) + (np.log(cfg.crop_ratio[1]) - np.log(cfg.crop_ratio[0])) * u[..., 1]
+    ratio = torch.exp(log_r)
+    cw = torch.sqrt(area * ratio).clamp(max=1.0)  # crop width / image width
+    ch = torch.sqrt(area / ratio).clamp(max=1.0)
+    cx = (2 * u[..., 2] - 1) * (1 - cw)  # crop centre in [-1, 1] coordinates, crop kept inside the image
+    cy = (2 * u[..., 3] - 1) * (1 - ch)
+    sign = torch.where(u[..., 4] < 0.5, -1.0, 1.0) if cfg.flip else torch.ones_like(cw)
+    theta = torch.zeros(b, t, 2, 3, dtype=images.dtype, device=images.device)
+    theta[..., 0, 0], theta[..., 0, 2] = cw * sign, cx
+    theta[..., 1, 1], theta[..., 1, 2] = ch, cy
+    grid = F.affine_grid(theta.reshape(b * t, 2, 3), [b * t, c, h, w], align_corners=False)
+    src = images.unsqueeze(1).expand(b, t, c, h, w).reshape(b * t, c, h, w)
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    x = (out + 0.5).reshape(b, t, c, h, w)  # colour jitter in [0, 1]
+    def factor(k: int, amount: float) -> torch.Tensor:
+        return (1 + amount * (2 * u[..., k] - 1))[..., None, None, None]
+    x = x * factor(5, cfg.brightness)
+    mean = x.mean(dim=(2, 3, 4), keepdim=True)
+    x = (x - mean) * factor(6, cfg.contrast) + mean
+    gray = (x * x.new_tensor(_LUMA)[:, None, None]).sum(dim=2, keepdim=True)
+    x = (x - gray) * factor(7, cfg.saturation) + gray
+    return (x - 0.5).clamp(PIXEL_MIN, PIXEL_MAX)
+
+
+def make_views(images: torch.Tensor, cfg: ViewConfig, keys: Sequence[Sequence[int]] | None = None,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (B, 3, H, W) in [-0.5, 0.5] -> views (B, T, 3, H, W) and no-op actions (B, T, action_dim) of zeros.
+
+    In ``augment`` mode the randomness comes from `keys` (one integer tuple per image) when given, else from
+    `generator` (or torch's global RNG).
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
+    check_pixel_range(images)
+    b, t = images.shape[0], cfg.num_views
+    actions = images.new_zeros(b, t, cfg.action_dim)
+    if cfg.mode == "repeat":
+        return images.unsqueeze(1).repeat(1, t, 1, 1, 1), actions
+    if keys is not None:
+        if len(keys) != b:
+            raise ValueError(f"got {len(keys)} keys for {b} images")
+        u = view_uniforms(keys, t)
+    else:
+        u = torch.rand(b, t, _N_PARAMS, generator=generator)
+    return augment(images, u, cfg), actions
+
+
+class ViewCollator:
+    """`collate_fn` for a DataLoader over a Waterbirds dataset: rows -> a batch of view sequences.
+
+    Returns ``{"views": (B, T, 3, S, S) float32 in [-0.5, 0.5], "actions": (B, T, A), "label", "place", "group",
+    "img_id": (B,) int64}``. Call :meth:`set_epoch` each epoch so augmentations differ between epochs.
+    """
+
+    def __init__(self, image_size: int, views: ViewConfig | None = None, seed: int = 0,
+                 crop_fraction: float = 1.0) -> None:
+        self.image_size, self.views = image_size, views or ViewConfig()
+        self.seed, self.crop_fraction = seed, crop_fraction
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        images = preprocess([r["image"] for r in rows], self.image_size, self.crop_fraction)
+        img_ids = [int(r["img_id"]) for r in rows]
+        keys = [(self.seed, self.epoch, i) for i in img_ids]
+        views, actions = make_views(images, self.views, keys=keys)
+        batch = {"views": views, "actions": actions, "img_id": torch.tensor(img_ids, dtype=torch.int64)}
+        for name in ("label", "place", "group"):
+            if name in rows[0]:
+                batch[name] = torch.tensor([int(r[name]) for r in rows], dtype=torch.int64)
+        return batch

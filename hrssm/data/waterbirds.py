@@ -1,0 +1,321 @@
+"""Load Waterbirds (real or synthetic) from any of its three homes into one `datasets` schema.
+
+``source`` may be
+  * a Hugging Face Hub dataset id (e.g. ``grodino/waterbirds``: parquet, splits train/validation/test),
+  * a directory written by ``save_to_disk`` (a DatasetDict, or a Dataset with a ``split`` column),
+  * the original Waterbirds folder: ``metadata.csv`` (``img_id, img_filename, y, split, place, place_filename``)
+    plus the image files. It is converted once into an Arrow cache (``cache_dir``) and reloaded from there, so the
+    JPEGs are not read again.
+
+Every path returns the columns of :data:`hrssm.data.schema.FEATURES`: ``image`` (decoded as RGB), ``label``,
+``place``, ``group`` (= 2 * label + place), ``split``, ``img_id``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+
+from .preprocess import resize_center_crop, to_uint8_chw
+from .schema import COLUMNS, FEATURES, ORIGINAL_SPLIT_CODES, SPLITS, canonical_split
+
+DEFAULT_HUB_ID = "grodino/waterbirds"
+METADATA_COLUMNS = ("img_id", "img_filename", "y", "split", "place")
+_CACHE_FORMAT = 1  # bump when the converted layout changes
+
+
+class WaterbirdsDataError(ValueError):
+    """A Waterbirds source that cannot be used as it is; the message says what to fix."""
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("HRSSM_CACHE", Path.home() / ".cache" / "hrssm"))
+
+
+def load_waterbirds(source: str | os.PathLike = DEFAULT_HUB_ID, split: str | None = "train",
+                    image_size: int | None = None, crop_fraction: float = 1.0,
+                    cache_dir: str | os.PathLike | None = None):
+    """Waterbirds as a `datasets.Dataset` (one split) or `DatasetDict` (``split=None``: every non-empty split).
+
+    Args:
+        source: hub dataset id, `save_to_disk` directory, or original Waterbirds folder (see module docstring).
+        split: ``train``, ``validation`` (alias ``val``), ``test``, or None for all.
+        image_size: if given, every image is resized (shorter side) and center-cropped to this square size with
+            :func:`hrssm.data.preprocess.resize_center_crop`, the same function training uses. The result is cached
+            by `datasets`, so the second call is fast.
+        crop_fraction: the resize target is ``image_size / crop_fraction`` before the crop (0.875 = resize 256,
+            crop 224, the usual Waterbirds eval transform).
+        cache_dir: where converted folders (and hub downloads) are cached; default ``$HRSSM_CACHE`` or
+            ``~/.cache/hrssm``.
+    """
+    from datasets import DatasetDict
+
+    wanted = None if split is None else canonical_split(split)
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+        raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    splits, where = _open_source(source, cache)
+
+    def finish(name: str):
+        ds = splits.get(name)
+        if ds is None or len(ds) == 0:
+            raise WaterbirdsDataError(
+                f"split {name!r} of {where} is empty (0 images; non-empty splits: "
+                f"{[s for s in splits if len(splits[s])] or 'none'}): check the `split` column of its metadata "
+                "(0 train, 1 validation, 2 test) or pick another split"
+            )
+        ds = _standardize(ds, name, where, id_offset=_id_offset(splits, name))
+        return _resize(ds, image_size, crop_fraction) if image_size is not None else ds
+
+    if wanted is not None:
+        return finish(wanted)
+    names = [s for s in SPLITS if s in splits and len(splits[s]) > 0]
+    if not names:
+        raise WaterbirdsDataError(f"{where} holds no images in any split")
+    return DatasetDict({s: finish(s) for s in names})
+
+
+# -- where the data comes from ------------------------------------------------------------------------------------
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or os.sep != "/" and os.sep in source
+
+
+def _open_source(source, cache: Path):
+    """{split: Dataset} of the source and a human-readable description of it."""
+    text = os.fspath(source)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise WaterbirdsDataError(
+                f"{path} is a file; give the Waterbirds folder (holding metadata.csv) or a save_to_disk directory"
+            )
+        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            return _from_disk(path), f"save_to_disk directory {path}"
+        if (path / "metadata.csv").exists():
+            return _from_disk(_convert_folder(path, cache)), f"Waterbirds folder {path}"
+        raise WaterbirdsDataError(
+            f"{path} is neither a save_to_disk directory (no dataset_dict.json / state.json) nor an original "
+            "Waterbirds folder (no metadata.csv). Point to one of those, or make a synthetic copy with "
+            "`python tools/make_synthetic_waterbirds.py --out DIR`."
+        )
+    if isinstance(source, os.PathLike) or _looks_like_path(text):
+        raise FileNotFoundError(
+            f"Waterbirds folder {path} does not exist. Check the path, or make a synthetic copy with "
+            f"`python tools/make_synthetic_waterbirds.py --out {text}`."
+        )
+    return _from_hub(text, cache), f"hub dataset {text!r}"
+
+
+def _from_disk(path: Path) -> dict:
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    obj = load_from_disk(str(path))
+    if isinstance(obj, DatasetDict):
+        return {_split_key(k): v for k, v in obj.items()}
+    assert isinstance(obj, Dataset)
+    if "split" not in obj.column_names:
+        raise WaterbirdsDataError(
+            f"{path} holds a single Dataset without a `split` column: save a DatasetDict with train/validation/test "
+            "splits, or add a `split` column"
+        )
+    names = obj.unique("split")
+    return {
+        canonical_split(n): obj.filter(lambda s, n=n: [v == n for v in s], input_columns="split", batched=True)
+        for n in names
+    }
+
+
+def _split_key(name: str) -> str:
+    try:
+        return canonical_split(name)
+    except ValueError:
+        return name  # an extra split (kept, but only reachable by the canonical names)
+
+
+def _from_hub(repo_id: str, cache: Path) -> dict:
+    import datasets
+
+    try:
+        dd = datasets.load_dataset(repo_id, cache_dir=str(cache / "hub"))
+    except Exception as err:  # network, missing repo, auth: all end the same way for the user
+        raise WaterbirdsDataError(
+            f"could not load {repo_id!r} from the Hugging Face Hub ({type(err).__name__}: {err}). It is not a local "
+            "folder either. If you are offline, point `source` to a local copy (a save_to_disk directory or the "
+            "original folder with metadata.csv), or make a synthetic one with "
+            "`python tools/make_synthetic_waterbirds.py --out DIR`."
+        ) from err
+    return {_split_key(k): v for k, v in dd.items()}
+
+
+def _id_offset(splits: dict, name: str) -> int:
+    """Offset giving unique img_ids across splits to sources that have none."""
+    offset = 0
+    for s in SPLITS:
+        if s == name:
+            return offset
+        offset += len(splits.get(s, ()))
+    return offset
+
+
+# -- the original folder ----------------------------------------------------------------------------------------
+
+
+def _convert_folder(root: Path, cache: Path) -> Path:
+    """Convert an original Waterbirds folder into a save_to_disk cache (once) and return the cache path."""
+    meta_path = root / "metadata.csv"
+    meta_bytes = meta_path.read_bytes()
+    key = hashlib.sha1(meta_bytes + str(root.resolve()).encode() + f"v{_CACHE_FORMAT}".encode()).hexdigest()[:16]
+    out = cache / "waterbirds" / f"{root.resolve().name}-{key}"
+    if (out / "dataset_dict.json").exists():
+        return out
+
+    import pandas as pd
+    from datasets import Dataset, DatasetDict
+    from tqdm.auto import tqdm
+
+    meta = pd.read_csv(io.BytesIO(meta_bytes))
+    meta.columns = [c.strip() for c in meta.columns]
+    missing = [c for c in METADATA_COLUMNS if c not in meta.columns]
+    if missing:
+        raise WaterbirdsDataError(
+            f"{meta_path} lacks column(s) {missing}; found {list(meta.columns)}. The original Waterbirds "
+            f"metadata.csv has {', '.join(METADATA_COLUMNS)}, place_filename (rename your columns to these)."
+        )
+    for col, allowed in (("y", {0, 1}), ("place", {0, 1}), ("split", set(ORIGINAL_SPLIT_CODES))):
+        bad = sorted(set(meta[col].unique().tolist()) - allowed)
+        if bad:
+            raise WaterbirdsDataError(f"{meta_path}: column {col!r} must hold {sorted(allowed)}, found {bad[:5]}")
+
+    images, missing_files, unreadable = [], [], []
+    for name in tqdm(meta["img_filename"], desc=f"reading {root.name}", unit="img", mininterval=2):
+        path = root / str(name)
+        if not path.is_file():
+            missing_files.append(path)
+            images.append(None)
+            continue
+        data = path.read_bytes()
+        try:
+            _check_image(data)
+        except Exception as err:
+            unreadable.append(f"{path} ({type(err).__name__}: {err})")
+        images.append({"bytes": data, "path": None})
+    if missing_files:
+        raise FileNotFoundError(
+            f"{len(missing_files)} image file(s) listed in {meta_path} are missing, e.g. {missing_files[0]}"
+            + (f" and {missing_files[1]}" if len(missing_files) > 1 else "")
+            + ". Unpack the complete archive into that folder, or remove those rows from metadata.csv."
+        )
+    if unreadable:
+        raise WaterbirdsDataError(
+            f"{len(unreadable)} image file(s) in {root} cannot be decoded: {'; '.join(unreadable[:3])}. "
+            "Replace them (re-download or re-extract) or remove their rows from metadata.csv."
+        )
+
+    labels, places = meta["y"].to_numpy(), meta["place"].to_numpy()
+    codes, ids = meta["split"].to_numpy(), meta["img_id"].to_numpy()
+    dd = DatasetDict()
+    for code, name in ORIGINAL_SPLIT_CODES.items():
+        idx = np.flatnonzero(codes == code)
+        if len(idx) == 0:
+            continue  # (datasets cannot reload a saved 0-row split) an absent split reads as empty below
+        dd[name] = Dataset.from_dict(
+            {
+                "image": [images[i] for i in idx],
+                "label": labels[idx].tolist(),
+                "place": places[idx].tolist(),
+                "group": (2 * labels[idx] + places[idx]).tolist(),
+                "split": [name] * len(idx),
+                "img_id": ids[idx].tolist(),
+            },
+            features=FEATURES,
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:  # write aside, then rename: an interrupted conversion never leaves a half cache behind
+        dd.save_to_disk(str(tmp / "data"))
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp / "data", out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _check_image(data: bytes) -> None:
+    """Decode an image fully (JPEGs at 1/8 scale, which still reads every byte) to catch truncated files."""
+    with PILImage.open(io.BytesIO(data)) as im:
+        im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
+        im.load()
+
+
+# -- one schema -------------------------------------------------------------------------------------------------
+
+
+def _standardize(ds, split: str, where: str, id_offset: int = 0):
+    """Rename/derive/cast columns to :data:`FEATURES`; clear errors for what cannot be fixed."""
+    if ds.features == FEATURES:
+        return ds
+    cols = set(ds.column_names)
+    if "label" not in cols and "y" in cols:
+        ds = ds.rename_column("y", "label")
+        cols = set(ds.column_names)
+    missing = [c for c in ("image", "label", "place") if c not in cols]
+    if missing:
+        raise WaterbirdsDataError(
+            f"split {split!r} of {where} lacks column(s) {missing}; found {sorted(cols)}. Waterbirds needs `image`, "
+            "`label` (or `y`; 0 landbird, 1 waterbird) and `place` (0 land, 1 water): rename the columns holding them."
+        )
+    labels, places = np.asarray(ds["label"]), np.asarray(ds["place"])
+    for name, values in (("label", labels), ("place", places)):
+        bad = sorted(set(np.unique(values).tolist()) - {0, 1})
+        if bad:
+            raise WaterbirdsDataError(f"column {name!r} of split {split!r} of {where} must be 0/1, found {bad[:5]}")
+    if "img_id" not in cols:
+        ds = ds.add_column("img_id", list(range(id_offset, id_offset + len(ds))))
+    for name, values in (("group", (2 * labels + places).tolist()), ("split", [split] * len(ds))):
+        if name in cols:  # always derived, so it cannot disagree with label/place or the split it came from
+            ds = ds.remove_columns(name)
+        ds = ds.add_column(name, values)
+    return ds.select_columns(list(COLUMNS)).cast(FEATURES)
+
+
+def _resize_batch(batch: dict, image_size: int, crop_fraction: float) -> dict:
+    out = []
+    for im in batch["image"]:
+        if im.size != (image_size, image_size):
+            chw = resize_center_crop(to_uint8_chw(im), image_size, crop_fraction)
+            im = PILImage.fromarray(chw.permute(1, 2, 0).numpy())
+        out.append(im)
+    return {"image": out}
+
+
+def _resize(ds, image_size: int, crop_fraction: float):
+    """Resize + center-crop every image (skipped when all already are image_size squares)."""
+    if all(size == (image_size, image_size) for size in _image_sizes(ds)):
+        return ds
+    return ds.map(_resize_batch, batched=True, batch_size=64, features=FEATURES,
+                  fn_kwargs={"image_size": image_size, "crop_fraction": crop_fraction},
+                  desc=f"resizing to {image_size}x{image_size}")
+
+
+def _image_sizes(ds):
+    """(width, height) of every image, from the file headers only."""
+    from datasets import Image
+
+    raw = ds.cast_column("image", Image(decode=False))
+    for batch in raw.iter(batch_size=512):
+        for item in batch["image"]:
+            if item["bytes"] is not None:
+                with PILImage.open(io.BytesIO(item["bytes"])) as im:
+                    yield im.size
+            else:
+                with PILImage.open(item["path"]) as im:
+                    yield im.size

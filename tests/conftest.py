@@ -1,0 +1,58 @@
+"""Shared fixtures. The whole suite runs offline: hub access is disabled and non-loopback sockets are refused."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before datasets / huggingface_hub are imported
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import pytest  # noqa: E402
+
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self, address):
+    host = address[0] if isinstance(address, tuple) else None
+    if host is not None:
+        try:
+            ok = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            ok = host == "localhost"
+        if not ok:
+            raise RuntimeError(f"tests must not touch the network (tried to connect to {address})")
+    return _real_connect(self, address)
+
+
+socket.socket.connect = _guarded_connect
+
+
+@pytest.fixture(scope="session")
+def synthetic_columns():
+    """A tiny synthetic Waterbirds (32x32, 2% of the real counts) generated in memory once per session."""
+    from hrssm.data import synthetic
+
+    return synthetic.generate(image_size=32, scale=0.02, seed=0, workers=1, progress=False)
+
+
+@pytest.fixture(scope="session")
+def synthetic_disk(synthetic_columns, tmp_path_factory):
+    """The tiny synthetic set as a save_to_disk directory."""
+    from hrssm.data import synthetic
+
+    out = tmp_path_factory.mktemp("synthetic") / "disk"
+    synthetic.write_save_to_disk(synthetic_columns, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_folder(synthetic_columns, tmp_path_factory):
+    """The tiny synthetic set in the original Waterbirds layout (metadata.csv + JPEGs)."""
+    from hrssm.data import synthetic
+
+    out = tmp_path_factory.mktemp("synthetic") / "folder"
+    synthetic.write_original_folder(synthetic_columns, out)
+    return out
