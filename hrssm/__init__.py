@@ -1,6 +1,16 @@
-"""hrssm: image representations from a hierarchical Dreamer-style world model (RSSM + ViT encoder/decoder)."""
+"""hrssm: image representations from a hierarchical Dreamer-style world model (RSSM + ViT encoder/decoder).
+
+    from hrssm import ModelConfig, WorldModel
+    model = WorldModel(ModelConfig.preset("tiny"))        # 64x64; "base" for 224x224
+    out = model(views, actions)                             # views (B, T, 3, H, W) in [-0.5, 0.5]
+    out.loss.backward(); out.metrics["recon_std_ratio"]
+"""
 
 from . import data
+from .config import DecoderConfig, EncoderConfig, LossConfig, ModelConfig, RSSMConfig
+from .diagnostics import CollapseReport, diagnose_collapse
+from .world_model import WorldModel, WorldModelOutput
 
 __version__ = "0.1.0"
-__all__ = ["data", "__version__"]
+__all__ = ["CollapseReport", "DecoderConfig", "EncoderConfig", "LossConfig", "ModelConfig", "RSSMConfig",
+           "WorldModel", "WorldModelOutput", "__version__", "data", "diagnose_collapse"]

@@ -1,0 +1,52 @@
+"""Categorical latents as in DreamerV3: unimix, straight-through one-hot samples, KL summed over the latent."""
+
+from __future__ import annotations
+
+import torch
+
+
+def unimix_log_probs(logits: torch.Tensor, unimix: float) -> torch.Tensor:
+    """Log-probabilities of softmax(logits) mixed with `unimix` of the uniform, over the last axis."""
+    probs = logits.softmax(dim=-1)
+    if unimix > 0:
+        probs = (1 - unimix) * probs + unimix / logits.shape[-1]
+    return probs.log()
+
+
+def straight_through_sample(log_probs: torch.Tensor, sample: bool = True) -> torch.Tensor:
+    """One-hot sample (or mode if not `sample`) with straight-through gradients to the probabilities."""
+    probs = log_probs.exp()
+    if sample:
+        index = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1).reshape(probs.shape[:-1])
+    else:
+        index = probs.argmax(dim=-1)
+    one_hot = torch.nn.functional.one_hot(index, probs.shape[-1]).to(probs.dtype)
+    return one_hot + probs - probs.detach()
+
+
+def categorical_kl(lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """KL(lhs || rhs) of log-probabilities (..., S, C), summed over the S categoricals: shape (...)."""
+    return (lhs.exp() * (lhs - rhs)).sum(dim=(-2, -1))
+
+
+def gaussian_params(raw: torch.Tensor, min_std: float) -> torch.Tensor:
+    """Raw (..., 2D) -> stacked (..., 2, D) [mean, std] with std = softplus + min_std.
+
+    (Starting from a small std was tried and is worse: with small prior and posterior stds the KL explodes and pulls
+    the posterior mean onto the prior.)
+    """
+    mean, std = raw.chunk(2, dim=-1)
+    return torch.stack([mean, torch.nn.functional.softplus(std) + min_std], dim=-2)
+
+
+def gaussian_sample(params: torch.Tensor, sample: bool = True) -> torch.Tensor:
+    """Reparameterized sample (or the mean) of a diagonal Gaussian given as (..., 2, D)."""
+    mean, std = params.unbind(dim=-2)
+    return mean + std * torch.randn_like(std) if sample else mean
+
+
+def gaussian_kl(lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """KL(lhs || rhs) of diagonal Gaussians (..., 2, D), summed over D: shape (...)."""
+    m1, s1 = lhs.unbind(dim=-2)
+    m2, s2 = rhs.unbind(dim=-2)
+    return (torch.log(s2 / s1) + (s1.pow(2) + (m1 - m2).pow(2)) / (2 * s2.pow(2)) - 0.5).sum(dim=-1)

@@ -1,0 +1,151 @@
+import warnings
+
+import pytest
+import torch
+
+from hrssm.config import ModelConfig, parse_overrides
+from hrssm.world_model import WorldModel
+
+
+def _inputs(cfg, b=2, t=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    views = torch.rand(b, t, 3, cfg.image_size, cfg.image_size, generator=g) - 0.5
+    return views, torch.zeros(b, t, cfg.action_dim)
+
+
+def _tiny(size=32, **over):
+    return ModelConfig.preset("tiny", image_size=size, **over)
+
+
+@pytest.mark.parametrize("preset, size, steps", [("tiny", 32, 1), ("tiny", 32, 3), ("tiny", 64, 1), ("tiny", 64, 2),
+                                                 ("base", 224, 1), ("base", 224, 2)])
+def test_output_shapes(preset, size, steps):
+    cfg = ModelConfig.preset(preset, image_size=size)
+    model = WorldModel(cfg)
+    views, actions = _inputs(cfg, b=2, t=steps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = model(views, actions)
+    r = cfg.rssm
+    assert out.recon.shape == views.shape
+    assert out.trajectory.h.shape == (2, steps, r.deter)
+    assert out.trajectory.z.shape == (2, steps, r.stoch * r.classes)
+    assert out.trajectory.s.shape == (2, steps, r.local_grid**2, r.local_dim)
+    assert model.features(out.trajectory).shape == (2, steps, model.rssm.feature_dim)
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    for t in range(steps):
+        assert f"kl_global/t{t}" in out.metrics and f"kl_local/t{t}" in out.metrics
+
+
+@pytest.mark.parametrize("over", [
+    {},
+    {"loss": {"contrastive": "barlow"}},
+    {"loss": {"contrastive": "simclr", "recon_type": "normalized_patch"}},
+    {"loss": {"objective": "latent_prediction"}},
+    {"rssm": {"local_grid": 0}},
+])
+def test_every_parameter_gets_a_finite_gradient(over):
+    model = WorldModel(_tiny(**over))
+    out = model(*_inputs(model.cfg, b=4, t=3))
+    out.loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"no gradient reached {missing}"
+    bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    assert not bad
+    for name in ("rssm.gru.weight_hh", "rssm.transition_in.0.weight", "encoder.patch_embed.weight"):
+        assert model.get_parameter(name).grad.abs().sum() > 0, name
+
+
+def test_single_step_warns_and_the_transition_gets_no_gradient():
+    model = WorldModel(_tiny())
+    with pytest.warns(UserWarning, match="transition model .* gets no training signal"):
+        out = model(*_inputs(model.cfg, t=1))
+    out.loss.backward()
+    assert model.rssm.gru.weight_hh.grad is None and model.rssm.transition_in[0].weight.grad is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per model, not every step
+        model(*_inputs(model.cfg, t=1))
+
+
+def test_imagine_rolls_out_the_prior_and_decodes():
+    model = WorldModel(_tiny()).eval()
+    views, actions = _inputs(model.cfg, b=2, t=2)
+    with torch.no_grad():
+        traj = model.observe(views, actions)
+        dream = model.imagine(traj.state(-1), torch.zeros(2, 5, 1))
+        images = model.decode(dream.h, dream.z, dream.s)
+    assert dream.h.shape[:2] == (2, 5) and dream.post_global is None and dream.prior_local.shape[:3] == (2, 5, 16)
+    assert images.shape == (2, 5, 3, 32, 32) and torch.isfinite(images).all()
+
+
+def test_everything_the_decoder_sees_comes_from_the_latents():
+    model = WorldModel(_tiny()).eval()
+    views, actions = _inputs(model.cfg)
+    with torch.no_grad():
+        out = model(views, actions)
+        again = model.decode(out.trajectory.h, out.trajectory.z, out.trajectory.s)
+    assert torch.equal(again, out.recon)
+
+
+def test_reconstruction_free_mode_has_no_decoder_and_an_ema_target():
+    model = WorldModel(_tiny(loss={"objective": "latent_prediction"}))
+    assert model.decoder is None
+    assert not any(n.startswith("decoder") for n, _ in model.named_parameters())
+    assert all(not p.requires_grad for p in model.target_encoder.parameters())
+    out = model(*_inputs(model.cfg))
+    assert out.recon is None and "latent_pred_loss" in out.metrics
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    out.loss.backward()
+    opt.step()
+    before = model.target_encoder.patch_embed.weight.clone()
+    model.update_ema()
+    after = model.target_encoder.patch_embed.weight
+    online = model.encoder.patch_embed.weight
+    assert not torch.equal(before, after)
+    torch.testing.assert_close(after, 0.99 * before + 0.01 * online)
+    with pytest.raises(RuntimeError, match="no pixel decoder"):
+        model.decode(out.trajectory.h, out.trajectory.z, out.trajectory.s)
+
+
+def test_contrastive_needs_two_views():
+    model = WorldModel(_tiny(loss={"contrastive": "simclr"}))
+    with pytest.raises(ValueError, match="at least 2 views"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model(*_inputs(model.cfg, t=1))
+
+
+def test_bad_inputs_are_refused_with_the_fix():
+    model = WorldModel(_tiny())
+    views, actions = _inputs(model.cfg)
+    with pytest.raises(ValueError, match=r"views must be \(B, T, 3, 32, 32\).*hrssm.data.preprocess"):
+        model(views[..., :16, :16], actions)
+    with pytest.raises(ValueError, match=r"actions must be \(B, T, 1\)"):
+        model(views, actions[:, :1])
+    with pytest.raises(TypeError, match="float"):
+        model((views * 255).to(torch.uint8), actions)
+
+
+@pytest.mark.parametrize("over, match", [
+    ({"image_size": 60}, r"image_size=60 is not a multiple of encoder.patch_size=8"),
+    ({"image_size": 48, "rssm": {"local_grid": 4}}, r"rssm.local_grid=4 must divide the patch grid 6.*\[1, 2, 3, 6\]"),
+    ({"encoder": {"width": 130}}, r"encoder.width=130 must be divisible"),
+    ({"loss": {"objective": "diffusion"}}, r"loss.objective='diffusion' must be one of"),
+    ({"loss": {"free_nats_local": -1}}, r"loss.free_nats_local=-1 must be a number >= 0"),
+    ({"rssm": {"deter": 0}}, r"rssm.deter=0 must be a positive integer"),
+    ({"rssm": {"gru": 3}}, r"unknown key model.rssm.gru"),
+    ({"decoder_width": 3}, r"unknown key model.decoder_width"),
+])
+def test_config_errors_name_the_key(over, match):
+    with pytest.raises(ValueError, match=match):
+        ModelConfig.preset("tiny", **over)
+
+
+def test_config_round_trip_and_overrides():
+    cfg = ModelConfig.preset("tiny", loss={"recon_scale": 3.0})
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert parse_overrides(["loss.recon_scale=10", "rssm.local_grid=0", "loss.contrastive=barlow"]) == {
+        "loss": {"recon_scale": 10, "contrastive": "barlow"}, "rssm": {"local_grid": 0}}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_overrides(["loss.recon_scale"])
+    with pytest.raises(ValueError, match="unknown model preset 'huge'"):
+        ModelConfig.preset("huge")

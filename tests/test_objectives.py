@@ -1,0 +1,89 @@
+import pytest
+import torch
+
+from hrssm import objectives as O
+from hrssm.diagnostics import diagnose_collapse, image_metrics
+from hrssm.distributions import categorical_kl, gaussian_kl, straight_through_sample, unimix_log_probs
+
+
+def test_kl_below_free_nats_has_no_gradient_above_it_does():
+    prior = unimix_log_probs(torch.zeros(4, 8, 8), 0.01).requires_grad_()
+    near = unimix_log_probs(torch.randn(4, 8, 8) * 0.1, 0.01).requires_grad_()
+    far = unimix_log_probs(torch.randn(4, 8, 8) * 5, 0.01).requires_grad_()
+    loss, raw = O.balanced_kl(near, prior, 0.5, 0.1, free_nats=1.0)
+    assert (raw < 1.0).all() and torch.allclose(loss, torch.full((4,), 0.6))
+    loss.sum().backward()
+    assert near.grad.abs().max() == 0 and prior.grad.abs().max() == 0
+    loss, raw = O.balanced_kl(far, prior, 0.5, 0.1, free_nats=1.0)
+    assert (raw > 1.0).all()
+    loss.sum().backward()
+    assert far.grad.abs().max() > 0 and prior.grad.abs().max() > 0
+
+
+def test_kl_balancing_routes_dyn_to_the_prior_and_rep_to_the_posterior():
+    post = unimix_log_probs(torch.randn(3, 4, 5) * 3, 0.01)
+    prior = unimix_log_probs(torch.randn(3, 4, 5) * 3, 0.01)
+    for dyn, rep, grad_post, grad_prior in ((1.0, 0.0, False, True), (0.0, 1.0, True, False)):
+        q, p = post.clone().requires_grad_(), prior.clone().requires_grad_()
+        loss, raw = O.balanced_kl(q, p, dyn, rep, free_nats=0.0)
+        torch.testing.assert_close(loss, (dyn + rep) * categorical_kl(post, prior))
+        loss.sum().backward()
+        assert (q.grad.abs().sum() > 0) == grad_post and (p.grad.abs().sum() > 0) == grad_prior
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    a = torch.stack([torch.randn(5, 7), torch.rand(5, 7) + 0.1], dim=-2)
+    b = torch.stack([torch.randn(5, 7), torch.rand(5, 7) + 0.1], dim=-2)
+    ref = torch.distributions.kl_divergence(torch.distributions.Normal(a[:, 0], a[:, 1]),
+                                            torch.distributions.Normal(b[:, 0], b[:, 1])).sum(-1)
+    torch.testing.assert_close(gaussian_kl(a, b), ref)
+
+
+def test_straight_through_samples_are_one_hot_with_gradients():
+    logits = torch.randn(6, 4, 5, requires_grad=True)
+    s = straight_through_sample(unimix_log_probs(logits, 0.01))
+    v = s.detach()
+    assert torch.allclose(v, v.round(), atol=1e-6) and torch.equal(v.round().sum(-1), torch.ones(6, 4))
+    (s * torch.randn_like(s)).sum().backward()
+    assert logits.grad.abs().sum() > 0
+    mode = straight_through_sample(unimix_log_probs(logits, 0.01), sample=False)
+    assert torch.equal(mode.argmax(-1), logits.argmax(-1))
+
+
+def test_unimix_keeps_every_class_possible():
+    lp = unimix_log_probs(torch.tensor([[100.0, -100.0, -100.0, -100.0]]), 0.01)
+    assert lp.exp()[0, 1:].min() >= 0.01 / 4 - 1e-7
+
+
+def test_reconstruction_is_summed_per_image():
+    a, b = torch.zeros(2, 3, 8, 8), torch.full((2, 3, 8, 8), 0.5)
+    torch.testing.assert_close(O.reconstruction_loss(a, b), torch.full((2,), 0.25 * 3 * 64))
+    assert O.reconstruction_loss(a, b, "normalized_patch", patch_size=4).shape == (2,)
+
+
+def test_contrastive_losses_prefer_matching_pairs():
+    a = torch.randn(32, 16)
+    for fn in (O.simclr_loss, O.barlow_twins_loss):
+        assert fn(a, a + 0.01 * torch.randn_like(a)) < fn(a, torch.randn(32, 16))
+    with pytest.raises(ValueError, match="at least 2"):
+        O.simclr_loss(a[:1], a[:1])
+
+
+def test_image_metrics_see_gray_and_perfect_reconstructions():
+    x = torch.rand(8, 3, 16, 16) - 0.5
+    gray = image_metrics(torch.zeros_like(x), x)
+    assert gray["recon_std_ratio"] == 0 and gray["psnr_gain"] < 1
+    perfect = image_metrics(x, x)
+    assert perfect["recon_std_ratio"] == pytest.approx(1.0) and perfect["psnr"] > 90
+
+
+def test_diagnose_collapse_names_the_signals_and_fixes():
+    healthy = {"recon_std_ratio": 0.9, "psnr_gain": 9.0, "kl_global_floor_share": 0.2}
+    assert not diagnose_collapse(healthy).collapsed
+    report = diagnose_collapse({"recon_std_ratio": 0.01, "psnr": 15.0, "psnr_gain": 0.1, "psnr_mean_image": 14.9,
+                                "kl_global_floor_share": 1.0, "kl_global_raw": 0.001, "input_min": 0.0,
+                                "input_max": 1.0})
+    assert report.signals == ["gray_output", "no_better_than_mean_image", "dead_kl_global"]
+    for text in ("recon_std_ratio = 0.010", "input range seen [0.00, 1.00]", "raise loss.recon_scale",
+                 "lower loss.free_nats_global"):
+        assert text in report.message
