@@ -145,6 +145,8 @@ def test_config_round_trip_and_overrides():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     assert parse_overrides(["loss.recon_scale=10", "rssm.local_grid=0", "loss.contrastive=barlow"]) == {
         "loss": {"recon_scale": 10, "contrastive": "barlow"}, "rssm": {"local_grid": 0}}
+    assert parse_overrides(["loss.recon_scale=1e-4", "x=1.5e3", "y=true", "z=abc"]) == {
+        "loss": {"recon_scale": 1e-4}, "x": 1500.0, "y": True, "z": "abc"}
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["loss.recon_scale"])
     with pytest.raises(ValueError, match="unknown model preset 'huge'"):
