@@ -89,7 +89,7 @@ class HierarchicalRSSM(nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        return self.cfg.deter + self.z_dim + self.s_dim
+        return self.cfg.deter + self.z_dim + self.cells * self.s_dim
 
     # -- pieces of a step -----------------------------------------------------------------------------------------
 
@@ -169,6 +169,9 @@ class HierarchicalRSSM(nn.Module):
                           post_local=stack("ql") if observed else None)
 
     def features(self, h: torch.Tensor, z: torch.Tensor, s: torch.Tensor | None) -> torch.Tensor:
-        """Flat features [h, z, mean over cells of s] with any leading shape."""
-        parts = [h, z] + ([s.mean(dim=-2)] if s is not None else [])
+        """Flat features [h, z, s of every cell in row-major order] with any leading shape.
+
+        (Averaging s over cells, the first choice, washed out small objects: a bird probe fell to chance.)
+        """
+        parts = [h, z] + ([s.flatten(-2)] if s is not None else [])
         return torch.cat(parts, dim=-1)

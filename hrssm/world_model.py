@@ -4,14 +4,13 @@ The encoder and decoder run on all B*T views as one batch; only the recurrent co
 from the encoder to the decoder except through the latents, so saved latents decode to the image.
 """
 
-from __future__ import annotations
-
 import copy
 import warnings
 from dataclasses import dataclass
 
 import torch
 from einops import rearrange
+from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from vit_decoder import ViTDecoder, ViTDecoderConfig
@@ -32,10 +31,17 @@ class WorldModelOutput:
     trajectory: Trajectory
 
 
-class WorldModel(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+class WorldModel(nn.Module, PyTorchModelHubMixin, library_name="hrssm", repo_url="https://github.com/hrssm/hrssm",
+                 tags=["world-model", "rssm", "representation-learning", "waterbirds"]):
+    """The full world model. `save_pretrained` / `from_pretrained` / `push_to_hub` come from huggingface_hub.
+
+    (No `from __future__ import annotations` in this module: the hub mixin reads the `config` annotation to
+    rebuild the dataclass.)
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg = config
         e, r = cfg.encoder, cfg.rssm
         self.encoder = ViTEncoder(cfg.image_size, e, cfg.channels, cfg.attention)
         k = cfg.cell_patches
@@ -92,7 +98,7 @@ class WorldModel(nn.Module):
         return images.reshape(*lead, *images.shape[1:])
 
     def features(self, trajectory: Trajectory) -> torch.Tensor:
-        """(B, T, F) features [h, z, mean over cells of s] (what a probe reads)."""
+        """(B, T, F) features [h, z, s of every cell] (what a probe reads)."""
         return self.rssm.features(trajectory.h, trajectory.z, trajectory.s)
 
     @torch.no_grad()

@@ -83,13 +83,9 @@ def test_generator_rejects_tiny_images():
 
 
 def test_cli_writes_both_layouts_and_contact_sheet(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
+    from recipes_loader import load_tool
 
-    path = Path(__file__).parents[1] / "tools" / "make_synthetic_waterbirds.py"
-    spec = importlib.util.spec_from_file_location("make_synthetic_waterbirds", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("make_synthetic_waterbirds")
     args = ["--out", str(tmp_path / "d"), "--folder", str(tmp_path / "f"), "--image-size", "24", "--scale", "0.005",
             "--contact-sheet", str(tmp_path / "sheet.png"), "--workers", "1", "--quiet"]
     assert tool.main(args) == 0

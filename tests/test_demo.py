@@ -1,0 +1,27 @@
+"""The README's main job (recipes/demo.py), shortened: train, export, reload, probe, report."""
+
+import json
+
+from recipes_loader import load_recipe
+
+
+def test_main_job_trains_exports_probes_and_reports(synthetic_disk, tmp_path, capsys):
+    demo = load_recipe("demo")
+    out = tmp_path / "demo"
+    args = ["--data.source", str(synthetic_disk), "--output_dir", str(out), "--model.image_size", "32",
+            "--optim.batch_size", "8", "--optim.max_steps", "6", "--log.every", "3", "--log.images_every", "3",
+            "--checkpoint.every", "3", "--log.trackers", "[]", "--log.progress", "false"]
+    assert demo.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| probe | average | worst group | adjusted average |" in printed
+    assert "held-out test images: recon_std_ratio" in printed
+    report = (out / "report.md").read_text()
+    assert "![test reconstructions](test_reconstructions.png)" in report and (out / "test_reconstructions.png").exists()
+    result = json.loads((out / "eval.json").read_text())
+    assert set(result["probes"]) == {"bird (label), fit on train",
+                                     "bird (label), fit on group-balanced validation (DFR-style)",
+                                     "background (place), fit on train"}
+    assert 0 <= result["probes"]["bird (label), fit on train"]["worst_group"] <= 1
+    # a second run reuses the finished training instead of starting over
+    assert demo.main(args) == 0
+    assert "resumed from" in capsys.readouterr().out

@@ -1,0 +1,196 @@
+"""Training with Accelerate: config errors, run folder, exact resume, atomic checkpoints, NaN and collapse stops,
+signals, and a 2-process CPU run."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hrssm import trainer as trainer_mod
+from hrssm.checkpoint import checkpoints, latest_checkpoint
+from hrssm.train_config import TrainConfig
+from hrssm.trainer import NonFiniteLossError, TrainingInterrupted, train
+from hrssm.world_model import WorldModel
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "recipes" / "train_hrssm.py"
+
+
+def _cfg(data, out, *extra):
+    """A tiny, fast run on the 32x32 synthetic fixture."""
+    return TrainConfig.load(ROOT / "recipes" / "configs" / "demo.yaml", [
+        "--data.source", str(data), "--output_dir", str(out), "--model.image_size", "32", "--optim.batch_size", "4",
+        "--views.num_views", "2", "--optim.max_steps", "6", "--optim.warmup_steps", "2", "--log.every", "2",
+        "--log.images_every", "3", "--checkpoint.every", "3", "--log.trackers", "[]", "--log.progress", "false",
+        "--collapse.warmup_steps", "1000", *extra])
+
+
+def _digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("args, key", [
+    (["--optim.lrr", "1"], "optim.lrr"),
+    (["--optim.batch_size", "0"], "optim.batch_size=0"),
+    (["--views.mode", "shuffle"], "views mode must be 'repeat' or 'augment'"),
+    (["--views.num_view", "2"], "num_view"),
+    (["--model.loss.recon_scal", "2"], "model.loss.recon_scal"),
+    (["--model.rssm.local_grid", "3"], "rssm.local_grid=3"),
+    (["--optim.mixed_precision", "fp8"], "optim.mixed_precision='fp8'"),
+    (["--log.trackers", "[comet]"], "comet"),
+    (["--bogus", "1"], "bogus"),
+    (["--optim.lr"], "needs a value"),
+])
+def test_bad_config_fails_before_training_naming_the_key(args, key, capsys):
+    from recipes_loader import load_recipe
+
+    main = load_recipe("train_hrssm").main
+    assert main(["--config", str(ROOT / "recipes/configs/demo.yaml"), *args]) == 2
+    assert key in capsys.readouterr().err
+
+
+def test_run_folder_holds_config_metrics_images_checkpoints_export(synthetic_disk, tmp_path):
+    res = train(_cfg(synthetic_disk, tmp_path / "run"))
+    out = tmp_path / "run"
+    assert res.step == 6 and res.num_processes == 1
+    assert TrainConfig.load(out / "config.yaml").optim.max_steps == 6  # the resolved config reloads
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [2, 4, 6]
+    for key in ("loss", "recon_std_ratio", "psnr", "psnr_mean_image", "kl_global_raw", "kl_local_raw",
+                "kl_global_floor_share", "active_local", "grad_norm", "lr", "kl_global/t1"):
+        assert key in lines[-1]
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["step_0000003.png", "step_0000006.png"]
+    assert [s for s, _ in checkpoints(out / "checkpoints")] == [3, 6]
+    loaded = WorldModel.from_pretrained(out / "export")
+    assert _digest(loaded) == _digest(res.model)
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(synthetic_disk, tmp_path, monkeypatch):
+    full = train(_cfg(synthetic_disk, tmp_path / "full", "--checkpoint.every", "100"))
+
+    calls = {"n": 0}
+
+    def stop_at_step_4(accelerator, stop_signal):
+        calls["n"] += 1
+        return calls["n"] == 4
+
+    monkeypatch.setattr(trainer_mod, "_stop_requested", stop_at_step_4)
+    with pytest.raises(TrainingInterrupted, match="at step 4; checkpoint saved"):
+        train(_cfg(synthetic_disk, tmp_path / "cut", "--checkpoint.every", "100"))
+    assert [s for s, _ in checkpoints(tmp_path / "cut" / "checkpoints")] == [4]
+    from safetensors.torch import load_file
+
+    at_step_4 = WorldModel(full.model.cfg)
+    at_step_4.load_state_dict(load_file(tmp_path / "cut" / "checkpoints" / "step_00000004" / "model.safetensors"))
+    assert _digest(at_step_4) != _digest(full.model)  # the last two steps do change the weights
+    monkeypatch.undo()
+    resumed = train(_cfg(synthetic_disk, tmp_path / "cut", "--checkpoint.every", "100"), resume=True)
+    assert resumed.step == 6
+    assert _digest(resumed.model) == _digest(full.model)
+
+
+def test_a_killed_checkpoint_write_leaves_the_previous_one_loadable(synthetic_disk, tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    real_save = Accelerator.save_state
+    calls = {"n": 0}
+
+    def dying_save(self, output_dir=None, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second checkpoint dies half-way
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(output_dir) / "model.safetensors").write_bytes(b"half a file")
+            raise OSError("killed mid-write")
+        return real_save(self, output_dir, **kw)
+
+    monkeypatch.setattr(Accelerator, "save_state", dying_save)
+    with pytest.raises(OSError, match="killed mid-write"):
+        train(_cfg(synthetic_disk, tmp_path / "run"))
+    monkeypatch.undo()
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "step_00000003"
+    resumed = train(_cfg(synthetic_disk, tmp_path / "run"), resume=True)
+    assert resumed.step == 6
+    assert not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))  # the half-written one was cleaned up
+
+
+def test_nan_losses_are_skipped_then_stop_with_the_last_finite_metrics(synthetic_disk, tmp_path, monkeypatch):
+    real_forward = WorldModel.forward
+    calls = {"n": 0}
+
+    def nan_after_4(self, *a, **kw):
+        out = real_forward(self, *a, **kw)
+        calls["n"] += 1
+        if calls["n"] > 4:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(WorldModel, "forward", nan_after_4)
+    with pytest.raises(NonFiniteLossError, match=r"3 consecutive steps .* Last finite metrics: loss="):
+        train(_cfg(synthetic_disk, tmp_path / "run", "--optim.max_steps", "20", "--collapse.max_nonfinite", "3"))
+
+
+@pytest.mark.slow
+def test_stop_on_collapse_fires_on_a_collapsed_config_not_on_the_demo(synthetic_disk, tmp_path):
+    common = ["--data.source", str(synthetic_disk), "--model.image_size", "32", "--optim.batch_size", "8",
+              "--log.every", "20", "--log.trackers", "[]", "--log.progress", "false", "--collapse.warmup_steps", "100",
+              "--optim.max_steps", "160", "--checkpoint.every", "1000", "--stop-on-collapse"]
+    collapsed = _run_script("--config", str(ROOT / "recipes/configs/demo.yaml"), "--output_dir",
+                            str(tmp_path / "bad"), "--model.loss.recon_scale", "1e-4", "--model.loss.free_nats_global",
+                            "0", "--model.loss.free_nats_local", "0", *common)
+    assert collapsed.returncode == 3, collapsed.stderr[-2000:]
+    assert "COLLAPSE DETECTED" in collapsed.stdout and "no_better_than_mean_image" in collapsed.stdout
+    healthy = _run_script("--config", str(ROOT / "recipes/configs/demo.yaml"), "--output_dir",
+                          str(tmp_path / "good"), *common)
+    assert healthy.returncode == 0, healthy.stdout[-2000:] + healthy.stderr[-2000:]
+    assert "COLLAPSE" not in healthy.stdout
+
+
+def _run_script(*args, timeout=300):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_sigint_saves_a_checkpoint_and_exits_130(synthetic_disk, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--config", str(ROOT / "recipes/configs/demo.yaml"), "--data.source",
+         str(synthetic_disk), "--output_dir", str(out), "--model.image_size", "32", "--optim.batch_size", "4",
+         "--optim.max_steps", "100000", "--log.every", "2", "--log.trackers", "[]", "--log.progress", "false",
+         "--checkpoint.every", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "stopped by SIGINT" in err
+    assert latest_checkpoint(out / "checkpoints") is not None
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_one_ddp_model(synthetic_disk, tmp_path):
+    """The documented multi-CPU launch: ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 (a subprocess, not a fork
+    of this process: forking after torch has started its thread pool can deadlock)."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(ROOT / "tests" / "ddp_worker.py"), str(synthetic_disk), str(out)],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["num_processes"] == 2 and r["wrapped_as"] == "DistributedDataParallel" for r in ranks)
+    assert ranks[0]["digest"] == ranks[1]["digest"]
+    assert (out / "export" / "model.safetensors").exists()
