@@ -177,32 +177,38 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                                                                             and cfg.log.progress), desc="train")
     window: dict[str, torch.Tensor] = {}
     window_steps = 0
-    last: dict[str, float] = {}
-    last_finite: dict[str, float] = {}
+    last: dict[str, float] = {}  # the last logged window (finite steps only)
+    saved_at = -1
     report = CollapseReport()
     announced = False
     metrics_file = out / "metrics.jsonl"
+
+    def checkpoint() -> None:
+        nonlocal saved_at
+        if saved_at != state.step:
+            save_checkpoint(accelerator, ckpt_root, state.step, cfg.checkpoint.keep)
+            saved_at = state.step
+
     try:
         while state.step < cfg.optim.max_steps:
             epoch, done = divmod(state.step, batches_per_epoch)
             loader.set_epoch(epoch)
             collate.set_epoch(epoch)
             batches = accelerator.skip_first_batches(loader, done * cfg.optim.grad_accum) if done else loader
-            bad_micro = False
             for batch in batches:
                 with accelerator.accumulate(model):
                     result = model(batch["views"], batch["actions"], mean_image=mean_image)
-                    bad_micro |= not bool(torch.isfinite(result.loss))
                     accelerator.backward(result.loss)
                     if not accelerator.sync_gradients:
                         continue
                     norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
-                    ok = bool(torch.isfinite(norm)) and not bad_micro  # norm is NaN on every rank if any rank is
+                    # A NaN/inf loss in any micro-batch on any rank makes the all-reduced gradient norm NaN: one
+                    # check, the step's only host sync, covers them all.
+                    ok = bool(torch.isfinite(norm))
                     if ok:
                         optimizer.step()
                         scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                bad_micro = False
                 state.step += 1
                 bar.update(1)
                 if ok:
@@ -220,12 +226,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                     if state.nonfinite >= cfg.collapse.max_nonfinite:
                         raise NonFiniteLossError(
                             f"{state.nonfinite} consecutive steps had a NaN/inf loss or gradient (last at step "
-                            f"{state.step}). Last finite metrics: {_short(last_finite)}. Try a lower optim.lr, "
+                            f"{state.step}). Last finite metrics: {_short(last)}. Try a lower optim.lr, "
                             "optim.mixed_precision=no, or check the data for broken images.")
 
                 if state.step % cfg.log.every == 0 and window_steps:
                     last = _reduce(accelerator, window, window_steps)
-                    last_finite = dict(last)
                     window, window_steps = {}, 0
                     accelerator.log(last, step=state.step)
                     if accelerator.is_main_process:
@@ -242,14 +247,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                             else:
                                 accelerator.print(f"step {state.step}: still collapsed ({', '.join(report.signals)})")
                             if cfg.collapse.stop:
-                                save_checkpoint(accelerator, ckpt_root, state.step, cfg.checkpoint.keep)
+                                checkpoint()
                                 raise CollapseError(report.message)
                 if state.step % cfg.log.images_every == 0 and accelerator.is_main_process:
                     _save_images(unwrapped, batch, result, out / "images" / f"step_{state.step:07d}.png")
                 if state.step % cfg.checkpoint.every == 0 or state.step >= cfg.optim.max_steps:
-                    save_checkpoint(accelerator, ckpt_root, state.step, cfg.checkpoint.keep)
+                    checkpoint()
                 if _stop_requested(accelerator, stop_signal):
-                    save_checkpoint(accelerator, ckpt_root, state.step, cfg.checkpoint.keep)
+                    checkpoint()
                     signum = stop_signal[0] if stop_signal else signal.SIGTERM
                     raise TrainingInterrupted(f"stopped by {signal.Signals(signum).name} at step {state.step}; "
                                               f"checkpoint saved, continue with --resume", signum)
@@ -260,10 +265,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         if accelerator.is_main_process:
             export_dir = out / "export"
             unwrapped.save_pretrained(export_dir)
-            if not last:
-                last = {}
-            accelerator.print(f"done: {state.step} steps in {time.perf_counter() - start:.0f} s; "
-                              f"export in {export_dir}")
+            accelerator.print(f"done: {state.step} steps in {time.perf_counter() - start:.0f} s on "
+                              f"{accelerator.num_processes} process(es); export in {export_dir}")
         return TrainResult(state.step, last, out, export_dir, report, time.perf_counter() - start, unwrapped,
                            accelerator.num_processes, accelerator.process_index, type(model).__name__)
     finally:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The main job, end to end on the embedded synthetic data (no network, ~6 minutes on a 2-core CPU):
+"""The main job, end to end on the embedded synthetic data (no network, ~5 minutes on a 2-core CPU):
 
     python recipes/demo.py [--section.key value ...]      # overrides go to recipes/configs/demo.yaml
 

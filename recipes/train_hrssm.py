@@ -13,7 +13,6 @@ Exit codes: 0 done, 2 bad config or data, 3 collapse, 4 NaN/inf losses, 130/143 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 
 from hrssm.train_config import TrainConfig
@@ -52,5 +51,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL) if hasattr(signal, "SIGPIPE") else None
     sys.exit(main())
