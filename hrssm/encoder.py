@@ -28,3 +28,10 @@ class ViTEncoder(nn.Module):
             x = block(x)
         x = self.norm(x)
         return x[:, 0], x[:, 1:]
+
+
+def tokens_to_cells(tokens: torch.Tensor, grid: int, cell: int) -> torch.Tensor:
+    """(N, P, D) row-major patch tokens -> (N, grid*grid, cell*cell*D): the tokens of each local cell concatenated."""
+    from einops import rearrange
+
+    return rearrange(tokens, "n (gh kh gw kw) d -> n (gh gw) (kh kw d)", gh=grid, kh=cell, kw=cell)

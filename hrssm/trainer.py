@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from .checkpoint import latest_checkpoint, save_checkpoint
 from .data import ViewCollator, load_waterbirds, preprocess
 from .diagnostics import CollapseReport, diagnose_collapse
+from .export import export
 from .train_config import TrainConfig
 from .viz import image_grid
 from .world_model import WorldModel
@@ -263,8 +264,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         export_dir = None
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            export_dir = out / "export"
-            unwrapped.save_pretrained(export_dir)
+            export_dir = export(unwrapped, out / "export", metrics=last, data=cfg.data.source, steps=state.step)
             accelerator.print(f"done: {state.step} steps in {time.perf_counter() - start:.0f} s on "
                               f"{accelerator.num_processes} process(es); export in {export_dir}")
         return TrainResult(state.step, last, out, export_dir, report, time.perf_counter() - start, unwrapped,

@@ -9,7 +9,6 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-from einops import rearrange
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
@@ -19,7 +18,7 @@ from . import objectives as O
 from .config import ModelConfig
 from .diagnostics import active_units, image_metrics
 from .distributions import gaussian_kl
-from .encoder import ViTEncoder
+from .encoder import ViTEncoder, tokens_to_cells
 from .rssm import HierarchicalRSSM, State, Trajectory, mlp
 
 
@@ -29,6 +28,13 @@ class WorldModelOutput:
     metrics: dict[str, torch.Tensor]  # detached 0-dim tensors (no host sync until someone reads them)
     recon: torch.Tensor | None  # (B, T, C, H, W), None without a pixel decoder
     trajectory: Trajectory
+
+
+def build_encoder_and_rssm(cfg: ModelConfig) -> tuple[ViTEncoder, HierarchicalRSSM]:
+    """The ViT encoder and the hierarchical RSSM of `cfg` (shared by WorldModel and the exported Encoder)."""
+    e, k = cfg.encoder, cfg.cell_patches
+    return (ViTEncoder(cfg.image_size, e, cfg.channels, cfg.attention),
+            HierarchicalRSSM(cfg.rssm, e.width, cfg.action_dim, k * k * e.width, cfg.attention))
 
 
 class WorldModel(nn.Module, PyTorchModelHubMixin, library_name="hrssm", repo_url="https://github.com/hrssm/hrssm",
@@ -43,9 +49,7 @@ class WorldModel(nn.Module, PyTorchModelHubMixin, library_name="hrssm", repo_url
         super().__init__()
         self.cfg = cfg = config
         e, r = cfg.encoder, cfg.rssm
-        self.encoder = ViTEncoder(cfg.image_size, e, cfg.channels, cfg.attention)
-        k = cfg.cell_patches
-        self.rssm = HierarchicalRSSM(r, e.width, cfg.action_dim, k * k * e.width, cfg.attention)
+        self.encoder, self.rssm = build_encoder_and_rssm(cfg)
         context_dim = r.deter + self.rssm.z_dim
         feat = self.rssm.feature_dim
         self.decoder: ViTDecoder | None = None
@@ -74,9 +78,7 @@ class WorldModel(nn.Module, PyTorchModelHubMixin, library_name="hrssm", repo_url
         return cls.unflatten(0, (b, t)), tokens, cells
 
     def _cells(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(N, P, D) row-major patch tokens -> (N, cells, k*k*D): the tokens of each local cell concatenated."""
-        g, k = self.cfg.rssm.local_grid, self.cfg.cell_patches
-        return rearrange(tokens, "n (gh kh gw kw) d -> n (gh gw) (kh kw d)", gh=g, kh=k, kw=k)
+        return tokens_to_cells(tokens, self.cfg.rssm.local_grid, self.cfg.cell_patches)
 
     def observe(self, views: torch.Tensor, actions: torch.Tensor, sample: bool | None = None) -> Trajectory:
         """Posterior states of a sequence of views (B, T, C, H, W) with actions (B, T, A)."""

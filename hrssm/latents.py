@@ -1,0 +1,100 @@
+"""Latents of a dataset to `.npz` and back to images.
+
+Arrays: features (N, D), h (N, deter), z (N, stoch*classes), local (N, cells, dim), label, place, group, img_id, and
+`metadata` (a JSON string: model, config hash, preprocessing, data, split). Decoding checks the config hash, so
+latents are never decoded by a model they do not belong to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import ModelConfig
+
+ARRAYS = ("features", "h", "z", "local", "label", "place", "group", "img_id")
+
+
+def config_hash(cfg: ModelConfig) -> str:
+    """A short, stable hash of a model config (what makes latents compatible with a decoder)."""
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def dataset_latents(encoder, ds, batch_size: int = 128, progress: bool = True) -> dict[str, np.ndarray]:
+    """Encode every image of a Waterbirds dataset with an `hrssm.Encoder` (deterministic latents)."""
+    from tqdm.auto import tqdm
+
+    parts: dict[str, list[torch.Tensor]] = {"h": [], "z": [], "local": []}
+    for start in tqdm(range(0, len(ds), batch_size), desc="encoding", unit="batch", disable=not progress):
+        lat = encoder.encode_latents(ds[start : start + batch_size]["image"])
+        parts["h"].append(lat["h"].float().cpu())
+        parts["z"].append(lat["z"].float().cpu())
+        if "s" in lat:
+            parts["local"].append(lat["s"].float().cpu())
+    out = {k: torch.cat(v).numpy() for k, v in parts.items() if v}
+    if "local" not in out:
+        out["local"] = np.zeros((len(ds), 0, 0), np.float32)
+    s = torch.from_numpy(out["local"]) if out["local"].size else None
+    out["features"] = encoder.rssm.features(torch.from_numpy(out["h"]), torch.from_numpy(out["z"]), s).numpy()
+    for key in ("label", "place", "group", "img_id"):
+        out[key] = np.asarray(ds[key], dtype=np.int64)
+    return out
+
+
+def save_latents(path: str | os.PathLike, arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> Path:
+    """Write the arrays and metadata to `path` (.npz), atomically."""
+    path = Path(path)
+    missing = [k for k in ARRAYS if k not in arrays]
+    if missing:
+        raise ValueError(f"latent arrays lack {missing}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez(tmp, metadata=np.array(json.dumps(metadata)), **{k: arrays[k] for k in ARRAYS})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_latents(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(arrays, metadata) of a file written by `save_latents`, with a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"latents file {path} not found (write one with tools/export_latents.py)")
+    with np.load(path, allow_pickle=False) as f:
+        missing = [k for k in (*ARRAYS, "metadata") if k not in f.files]
+        if missing:
+            raise ValueError(f"{path} is not an hrssm latents file: it lacks {missing}")
+        arrays = {k: f[k] for k in ARRAYS}
+        metadata = json.loads(str(f["metadata"]))
+    return arrays, metadata
+
+
+@torch.no_grad()
+def decode_latents(model, arrays: dict[str, np.ndarray], metadata: dict[str, Any] | None = None,
+                   n: int | None = None, batch_size: int = 128) -> torch.Tensor:
+    """Decode saved latents with a WorldModel -> images (N, 3, S, S) in [-0.5, 0.5] (unclamped decoder output)."""
+    if metadata is not None and metadata.get("config_hash") != config_hash(model.cfg):
+        raise ValueError(f"these latents were made by a model with config hash {metadata.get('config_hash')} "
+                         f"({metadata.get('model')}), not this one ({config_hash(model.cfg)}): decode them with "
+                         "the model that encoded them")
+    model.eval()
+    param = next(model.parameters())
+    count = len(arrays["h"]) if n is None else min(n, len(arrays["h"]))
+    out = []
+    for start in range(0, count, batch_size):
+        stop = min(count, start + batch_size)
+        h, z = (torch.from_numpy(arrays[k][start:stop]).to(param) for k in ("h", "z"))
+        s = torch.from_numpy(arrays["local"][start:stop]).to(param) if arrays["local"].size else None
+        out.append(model.decode(h, z, s).float().cpu())
+    return torch.cat(out)
