@@ -1,0 +1,183 @@
+#!/usr/bin/env python
+"""Speed, memory and FLOPs of a full hrssm training step, against the machine's matmul speed and a plain ViT
+autoencoder with the same encoder and decoder (no RSSM), measured in one run so the ratios are fair.
+
+    python benchmarks/bench_train_step.py --quick                 # CPU, 64 and 224, a couple of minutes
+    python benchmarks/bench_train_step.py --sizes 64 128 224 320 --batch 8 --views 4 --out results.json
+
+Per image size: images/s (views/s) of forward + backward + AdamW, peak memory, model FLOPs per view (counted with
+torch.utils.flop_counter), achieved FLOP/s and its share of a matmul of the step's dominant shape, and the step
+time relative to the plain autoencoder. On CUDA it adds bf16, xformers-vs-SDPA and torch.compile variants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from hrssm.config import ModelConfig
+from hrssm.encoder import ViTEncoder
+from hrssm.world_model import WorldModel
+from vit_decoder import ViTDecoder, ViTDecoderConfig
+
+
+def model_config(size: int, preset: str = "base") -> ModelConfig:
+    """The preset at `size`, with a local grid of 2x2-patch cells (7x7 at 224 for base)."""
+    patch = ModelConfig.preset(preset).encoder.patch_size
+    grid = size // patch
+    return ModelConfig.preset(preset, image_size=size, rssm={"local_grid": grid // 2 if grid % 2 == 0 else grid})
+
+
+class PlainAutoencoder(nn.Module):
+    """The baseline: the same ViT encoder and decoder, patch tokens straight into the decoder, no RSSM."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        e, d = cfg.encoder, cfg.decoder
+        self.encoder = ViTEncoder(cfg.image_size, e, cfg.channels, cfg.attention)
+        self.decoder = ViTDecoder(ViTDecoderConfig(
+            image_size=cfg.image_size, patch_size=e.patch_size, width=d.width, depth=d.depth, heads=d.heads,
+            mlp_ratio=d.mlp_ratio, token_dim=e.width, latent_grid=cfg.patch_grid, context_dim=e.width,
+            attention=cfg.attention))
+
+    def forward(self, views: torch.Tensor, actions: torch.Tensor):
+        x = views.flatten(0, 1)
+        cls, tokens = self.encoder(x)
+        loss = (self.decoder(tokens, cls) - x).pow(2).flatten(1).sum(1).mean()
+        return type("Out", (), {"loss": loss})
+
+
+@dataclass
+class Timing:
+    seconds: float  # median step time
+    peak_mb: float
+
+
+def time_steps(model: nn.Module, views, actions, steps: int, warmup: int, autocast: torch.dtype | None) -> Timing:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    device = views.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            loss = model(views, actions).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return Timing(sorted(times)[len(times) // 2], peak)
+
+
+def step_flops(model: nn.Module, views, actions) -> float:
+    with FlopCounterMode(display=False) as counter:
+        model(views, actions).loss.backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def matmul_flops_per_s(m: int, k: int, n: int, device, dtype, repeats: int = 10) -> float:
+    """Achievable FLOP/s of one (m x k) @ (k x n) matmul, the step's dominant shape."""
+    a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return 2 * m * k * n / sorted(times)[len(times) // 2]
+
+
+def bench_size(size: int, args, device, variant: dict) -> dict:
+    cfg = model_config(size, args.preset)
+    if variant.get("attention"):
+        cfg = ModelConfig.from_dict({**cfg.to_dict(), "attention": variant["attention"]})
+    torch.manual_seed(0)
+    views = torch.rand(args.batch, args.views, 3, size, size, device=device) - 0.5
+    actions = torch.zeros(args.batch, args.views, 1, device=device)
+    hrssm_model, plain = WorldModel(cfg).to(device), PlainAutoencoder(cfg).to(device)
+    flops = step_flops(hrssm_model, views, actions)
+    dtype = torch.bfloat16 if variant.get("bf16") else None
+    if variant.get("compile"):
+        hrssm_model, plain = torch.compile(hrssm_model), torch.compile(plain)
+    t_hrssm = time_steps(hrssm_model, views, actions, args.steps, args.warmup, dtype)
+    t_plain = time_steps(plain, views, actions, args.steps, args.warmup, dtype)
+    n_views = args.batch * args.views
+    tokens, width = n_views * (size // cfg.encoder.patch_size) ** 2, cfg.decoder.width
+    peak = matmul_flops_per_s(tokens, width, 4 * width, device, torch.bfloat16 if dtype else torch.float32)
+    achieved = flops / t_hrssm.seconds
+    return {
+        "size": size, "variant": variant.get("name", "fp32"), "batch": args.batch, "views": args.views,
+        "step_s": t_hrssm.seconds, "views_per_s": n_views / t_hrssm.seconds, "peak_mb": t_hrssm.peak_mb,
+        "gflop_per_view": flops / n_views / 1e9, "achieved_gflop_s": achieved / 1e9,
+        "matmul_gflop_s": peak / 1e9, "utilization": achieved / peak,
+        "plain_step_s": t_plain.seconds, "hrssm_over_plain": t_hrssm.seconds / t_plain.seconds,
+        "matmul_shape": [tokens, width, 4 * width],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224, 320])
+    p.add_argument("--preset", default="base")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--views", type=int, default=2)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="CPU-friendly: sizes 64 and 224, 3 timed steps")
+    p.add_argument("--out", default="benchmarks/results/bench_train_step.json")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sizes = [64, 224]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    variants = [{"name": "fp32"}]
+    if device.type == "cuda":
+        variants += [{"name": "bf16", "bf16": True}, {"name": "bf16+sdpa", "bf16": True, "attention": "sdpa"},
+                     {"name": "bf16+compile", "bf16": True, "compile": True}]
+    rows = []
+    for size in args.sizes:
+        for variant in variants:
+            try:
+                rows.append(bench_size(size, args, device, variant))
+            except (RuntimeError, torch.OutOfMemoryError) as err:  # e.g. out of memory at 320
+                print(f"size {size} {variant['name']}: skipped ({type(err).__name__}: {str(err)[:120]})")
+                continue
+            r = rows[-1]
+            print(f"size {size:>4} {r['variant']:<13} step {r['step_s']:7.3f} s  {r['views_per_s']:7.1f} views/s  "
+                  f"{r['gflop_per_view']:6.2f} GFLOP/view  {r['achieved_gflop_s']:7.1f} GFLOP/s "
+                  f"({r['utilization']:.0%} of matmul {r['matmul_gflop_s']:.0f})  "
+                  f"x{r['hrssm_over_plain']:.2f} plain AE  peak {r['peak_mb']:.0f} MB", flush=True)
+    meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "preset": args.preset,
+            "peak_memory": "torch.cuda.max_memory_allocated" if device.type == "cuda"
+            else "process peak RSS so far (monotonic over the run)"}
+    from pathlib import Path
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
