@@ -35,3 +35,40 @@ def tokens_to_cells(tokens: torch.Tensor, grid: int, cell: int) -> torch.Tensor:
     from einops import rearrange
 
     return rearrange(tokens, "n (gh kh gw kw) d -> n (gh gw) (kh kw d)", gh=grid, kh=cell, kw=cell)
+
+
+class EncodesImages:
+    """`encode_latents` / `encode` for any module with `encoder`, `rssm` and `cfg` (WorldModel, export.Encoder)."""
+
+    @torch.no_grad()
+    def encode_latents(self, images) -> dict[str, torch.Tensor]:
+        """Posterior latents of each image seen once (T = 1, deterministic: categorical mode, Gaussian mean).
+
+        images: uint8 or float in [-0.5, 0.5] (see hrssm.data.preprocess); resized / cropped like training.
+        Returns h (B, deter), z (B, stoch * classes) one-hot, s (B, cells, local_dim) (absent without a local level).
+        """
+        from .data.preprocess import preprocess
+
+        was_training = self.training
+        self.eval()
+        try:
+            param = next(self.parameters())
+            x = preprocess(images, self.cfg.image_size).to(param.device, param.dtype)
+            cls, tokens = self.encoder(x)
+            cells = None
+            if self.cfg.rssm.local_grid:
+                cells = tokens_to_cells(tokens, self.cfg.rssm.local_grid, self.cfg.cell_patches)[:, None]
+            actions = x.new_zeros(x.shape[0], 1, self.cfg.action_dim)
+            traj = self.rssm.observe(cls[:, None], cells, actions, sample=False)
+        finally:
+            self.train(was_training)
+        out = {"h": traj.h[:, 0], "z": traj.z[:, 0]}
+        if traj.s is not None:
+            out["s"] = traj.s[:, 0]
+        return out
+
+    @torch.no_grad()
+    def encode(self, images) -> torch.Tensor:
+        """(B, D) features: [h, z, s of every cell in row-major order] (`WorldModel.features` of one view)."""
+        lat = self.encode_latents(images)
+        return self.rssm.features(lat["h"], lat["z"], lat.get("s"))

@@ -1,7 +1,7 @@
 """Evaluate a trained world model on a Waterbirds split: latent features, reconstruction quality, a linear probe.
 
-Images are encoded as sequences of one view (T = 1) in eval mode: the global posterior mode and the local
-posterior means are used, so encoding is deterministic.
+Images are encoded as sequences of one view (T = 1) in eval mode (`WorldModel.encode_latents`): the global
+posterior mode and the local posterior means are used, so encoding is deterministic.
 """
 
 from __future__ import annotations
@@ -13,41 +13,23 @@ import torch
 
 from .data import preprocess
 from .diagnostics import image_metrics
+from .latents import dataset_latents, decode_latents
 from .world_model import WorldModel
 
 
-@torch.no_grad()
-def encode_dataset(model: WorldModel, ds, batch_size: int = 128, crop_fraction: float = 1.0,
-                   with_recon_metrics: bool = False, max_recon_images: int = 1024) -> dict[str, np.ndarray]:
-    """Features (N, F) = [h, z, s of every cell] of every image, with label/place/group/img_id.
+def encode_dataset(model: WorldModel, ds, batch_size: int = 128, with_recon_metrics: bool = False,
+                   max_recon_images: int = 1024) -> dict[str, np.ndarray]:
+    """`hrssm.latents.dataset_latents` (features, h, z, local, label, place, group, img_id) of every image.
 
-    With `with_recon_metrics`, also the reconstruction metrics of the first `max_recon_images` images (against the
-    mean image of those images): keys recon_std_ratio, psnr, psnr_mean_image, psnr_gain.
+    With `with_recon_metrics`, also the reconstruction metrics of the first `max_recon_images` images decoded from
+    those latents (against the mean image of those images): recon_std_ratio, psnr, psnr_mean_image, psnr_gain.
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    size = model.cfg.image_size
-    feats, recons, targets = [], [], []
-    try:
-        for start in range(0, len(ds), batch_size):
-            rows = ds[start : start + batch_size]
-            x = preprocess(rows["image"], size, crop_fraction).to(device)
-            views = x[:, None]
-            traj = model.observe(views, views.new_zeros(x.shape[0], 1, model.cfg.action_dim), sample=False)
-            feats.append(model.features(traj)[:, 0].float().cpu())
-            if with_recon_metrics and model.decoder is not None and sum(len(t) for t in targets) < max_recon_images:
-                recons.append(model.decode(traj.h, traj.z, traj.s)[:, 0].float().cpu())
-                targets.append(x.float().cpu())
-    finally:
-        model.train(was_training)
-    out = {"features": torch.cat(feats).numpy()}
-    for key in ("label", "place", "group", "img_id"):
-        out[key] = np.asarray(ds[key])
-    if recons:
-        r, t = torch.cat(recons)[:max_recon_images], torch.cat(targets)[:max_recon_images]
-        for k, v in image_metrics(r, t).items():
-            out[k] = np.asarray(float(v))
+    out = dataset_latents(model, ds, batch_size, progress=False)
+    if with_recon_metrics and model.decoder is not None:
+        n = min(len(ds), max_recon_images)
+        recon = decode_latents(model, out, n=n, batch_size=batch_size)
+        target = preprocess(ds[:n]["image"], model.cfg.image_size)
+        out.update({k: np.asarray(float(v)) for k, v in image_metrics(recon, target).items()})
     return out
 
 

@@ -18,14 +18,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from .config import ModelConfig
-from .data.preprocess import preprocess
-from .encoder import tokens_to_cells
+from .encoder import EncodesImages
 
 FORMAT_VERSION = 1
 ENCODER_FILE, MODEL_FILE, CONFIG_FILE = "encoder.safetensors", "model.safetensors", "config.json"
@@ -36,8 +34,9 @@ class ExportError(ValueError):
     """An export folder or hub repo that cannot be loaded as it is; the message says why and what to do."""
 
 
-class Encoder(nn.Module):
-    """Images -> latent features, with the encoder and RSSM posterior of a trained world model (no decoder)."""
+class Encoder(nn.Module, EncodesImages):
+    """Images -> latent features (`encode`, `encode_latents`), with the encoder and RSSM posterior of a trained
+    world model (no decoder)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -49,33 +48,6 @@ class Encoder(nn.Module):
     @property
     def feature_dim(self) -> int:
         return self.rssm.feature_dim
-
-    @torch.no_grad()
-    def encode_latents(self, images: Any) -> dict[str, torch.Tensor]:
-        """Posterior latents of each image seen once (T = 1, deterministic: categorical mode, Gaussian mean).
-
-        images: uint8 or float in [-0.5, 0.5] (see hrssm.data.preprocess); resized / cropped like training.
-        Returns h (B, deter), z (B, stoch * classes) one-hot, s (B, cells, local_dim) (absent without a local level).
-        """
-        self.eval()
-        param = next(self.parameters())
-        x = preprocess(images, self.cfg.image_size).to(param.device, param.dtype)
-        cls, tokens = self.encoder(x)
-        cells = None
-        if self.cfg.rssm.local_grid:
-            cells = tokens_to_cells(tokens, self.cfg.rssm.local_grid, self.cfg.cell_patches)[:, None]
-        actions = x.new_zeros(x.shape[0], 1, self.cfg.action_dim)
-        traj = self.rssm.observe(cls[:, None], cells, actions, sample=False)
-        out = {"h": traj.h[:, 0], "z": traj.z[:, 0]}
-        if traj.s is not None:
-            out["s"] = traj.s[:, 0]
-        return out
-
-    @torch.no_grad()
-    def encode(self, images: Any) -> torch.Tensor:
-        """(B, D) features: [h, z, s of every cell in row-major order], the same as `WorldModel.features`."""
-        lat = self.encode_latents(images)
-        return self.rssm.features(lat["h"], lat["z"], lat.get("s"))
 
 
 def export(model, out_dir: str | os.PathLike, metrics: dict[str, float] | None = None,

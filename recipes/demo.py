@@ -91,9 +91,8 @@ def _pictures(model: WorldModel, test, out: Path, n: int = 8) -> None:
     """Held-out test images (top row) and their reconstructions from the latents (bottom row), per group."""
     idx = [int(i) for g in range(4) for i in torch.nonzero(torch.as_tensor(test["group"]) == g)[:2, 0]]
     x = preprocess([test[i]["image"] for i in idx], model.cfg.image_size)
-    model.eval()
-    traj = model.observe(x[:, None], x.new_zeros(len(idx), 1, model.cfg.action_dim), sample=False)
-    recon = model.decode(traj.h, traj.z, traj.s)[:, 0]
+    lat = model.encode_latents(x)
+    recon = model.decode(lat["h"], lat["z"], lat.get("s"))
     image_grid(torch.stack([x, recon.clamp(-0.5, 0.5)])).save(out / "test_reconstructions.png")
     contact_sheet(test).save(out / "test_samples.png")
 
