@@ -37,7 +37,7 @@ def build_encoder_and_rssm(cfg: ModelConfig) -> tuple[ViTEncoder, HierarchicalRS
             HierarchicalRSSM(cfg.rssm, e.width, cfg.action_dim, k * k * e.width, cfg.attention))
 
 
-class WorldModel(nn.Module, EncodesImages, PyTorchModelHubMixin, library_name="hrssm", repo_url="https://github.com/hrssm/hrssm",
+class WorldModel(nn.Module, EncodesImages, PyTorchModelHubMixin, library_name="hrssm",
                  tags=["world-model", "rssm", "representation-learning", "waterbirds"]):
     """The full world model. `save_pretrained` / `from_pretrained` / `push_to_hub` come from huggingface_hub.
 
