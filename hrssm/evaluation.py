@@ -14,6 +14,7 @@ import torch
 from .data import preprocess
 from .diagnostics import image_metrics
 from .latents import dataset_latents, decode_latents
+from .metrics.group_accuracy import group_metrics
 from .world_model import WorldModel
 
 
@@ -72,23 +73,11 @@ def predict_logistic(params: tuple[np.ndarray, ...], x: np.ndarray) -> np.ndarra
 
 def group_accuracies(pred: np.ndarray, y: np.ndarray, groups: np.ndarray, train_groups: np.ndarray,
                      num_groups: int = 4) -> ProbeResult:
-    """Average, per-group, worst-group and adjusted-average accuracy (empty groups are skipped)."""
-    correct = pred == y
-    per_group, counts = [], []
-    for g in range(num_groups):
-        mask = groups == g
-        counts.append(int(mask.sum()))
-        per_group.append(float(correct[mask].mean()) if mask.any() else float("nan"))
-    weights = np.bincount(train_groups, minlength=num_groups).astype(float)
-    present = [g for g in range(num_groups) if counts[g] > 0]
-    w = weights[present] / max(weights[present].sum(), 1e-12)
-    return ProbeResult(
-        average=float(correct.mean()) if len(correct) else float("nan"),
-        per_group=per_group,
-        worst_group=min(per_group[g] for g in present) if present else float("nan"),
-        adjusted_average=float(sum(wi * per_group[g] for wi, g in zip(w, present))),
-        group_counts=counts,
-    )
+    """Average, per-group, worst-group and adjusted-average accuracy (empty groups are skipped); the computation of
+    the project's `evaluate` metric (hrssm/metrics/group_accuracy.py)."""
+    m = group_metrics(pred, y, groups, train_groups, num_groups)
+    return ProbeResult(average=m["accuracy"], per_group=m["group_accuracy"], worst_group=m["worst_group_accuracy"],
+                       adjusted_average=m["adjusted_accuracy"], group_counts=m["group_counts"])
 
 
 def balanced_subset(data: dict[str, np.ndarray], seed: int = 0) -> dict[str, np.ndarray]:

@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from hrssm.evaluation import balanced_subset, group_accuracies, linear_probe
 
@@ -39,3 +40,17 @@ def test_balanced_subset_has_equal_groups():
     b = balanced_subset(d)
     counts = np.bincount(b["group"], minlength=4)
     assert len(set(counts.tolist())) == 1 and counts[0] == np.bincount(d["group"]).min()
+
+
+def test_the_evaluate_module_loads_offline_by_path_and_matches_by_hand():
+    from hrssm.metrics import load_group_accuracy
+
+    metric = load_group_accuracy()
+    out = metric.compute(predictions=[0, 1, 0, 1, 0], references=[0, 0, 0, 1, 1], groups=[0, 0, 1, 3, 3],
+                         train_groups=[0] * 6 + [1] * 2 + [2] * 1 + [3] * 2)
+    assert out["group_counts"] == [2, 1, 0, 2] and out["accuracy"] == 3 / 5
+    assert out["group_accuracy"][:2] == [0.5, 1.0] and math.isnan(out["group_accuracy"][2])
+    assert out["worst_group_accuracy"] == 0.5
+    assert math.isclose(out["adjusted_accuracy"], (6 * 0.5 + 2 * 1.0 + 2 * 0.5) / 10)
+    with pytest.raises(ValueError, match=r"groups must be in \[0, 4\)"):
+        metric.compute(predictions=[0], references=[0], groups=[7])
