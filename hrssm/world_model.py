@@ -175,7 +175,7 @@ class WorldModel(nn.Module, EncodesImages, PyTorchModelHubMixin, library_name="h
             m["contrastive_loss"] = con.detach()
 
         if grad_diagnostics:
-            m.update(self._encoder_grad_norms(m, tokens, embed, loss_kl, loss - loss_kl))
+            m.update(self._encoder_grad_norms(tokens, embed, loss_kl, loss - loss_kl))
         m["loss"] = loss.detach()
         m = {k: v.detach() for k, v in m.items()}
         return WorldModelOutput(loss=loss, metrics=m, recon=recon, trajectory=traj)
@@ -195,7 +195,7 @@ class WorldModel(nn.Module, EncodesImages, PyTorchModelHubMixin, library_name="h
             loss = loss + O.latent_prediction_loss(pred_l, target_l).mean()
         return loss
 
-    def _encoder_grad_norms(self, m, tokens, embed, loss_kl, loss_rest) -> dict[str, torch.Tensor]:
+    def _encoder_grad_norms(self, tokens, embed, loss_kl, loss_rest) -> dict[str, torch.Tensor]:
         """Norm of the gradient reaching the encoder output from the KL vs from the other objectives."""
         out = {}
         for name, part in (("kl", loss_kl), ("recon" if self.decoder is not None else "objective", loss_rest)):

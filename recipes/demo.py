@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 @torch.no_grad()
-def _pictures(model: WorldModel, test, out: Path, n: int = 8) -> None:
+def _pictures(model: WorldModel, test, out: Path) -> None:
     """Held-out test images (top row) and their reconstructions from the latents (bottom row), per group."""
     idx = [int(i) for g in range(4) for i in torch.nonzero(torch.as_tensor(test["group"]) == g)[:2, 0]]
     x = preprocess([test[i]["image"] for i in idx], model.cfg.image_size)
