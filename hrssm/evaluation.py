@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from .data import preprocess
 from .diagnostics import image_metrics
@@ -34,6 +33,10 @@ def encode_dataset(model: WorldModel, ds, batch_size: int = 128, with_recon_metr
     return out
 
 
+# Inverse L2 strengths tried by the probes (features are standardized), chosen by worst-group accuracy.
+C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
 @dataclass
 class ProbeResult:
     average: float  # accuracy over all test images
@@ -41,34 +44,26 @@ class ProbeResult:
     worst_group: float
     adjusted_average: float  # per-group accuracies weighted by the train group proportions
     group_counts: list[int]
+    C: float | None = None  # the chosen inverse regularization strength
+    selection_worst_group: float | None = None  # worst-group accuracy on the selection set that chose C
 
     def row(self) -> dict[str, float]:
         return {"average": self.average, "worst_group": self.worst_group, "adjusted_average": self.adjusted_average}
 
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 200) -> tuple[np.ndarray, ...]:
-    """Binary logistic regression with L2 on standardized features (L-BFGS). Returns (w, b, mean, std)."""
-    xt = torch.as_tensor(x, dtype=torch.float64)
-    mean, std = xt.mean(0), xt.std(0).clamp(min=1e-6)
-    xt = (xt - mean) / std
-    yt = torch.as_tensor(y, dtype=torch.float64)
-    w = torch.zeros(xt.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(xt @ w + b, yt) + l2 * w.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return w.detach().numpy(), b.detach().numpy(), mean.numpy(), std.numpy()
+    def to_dict(self) -> dict:
+        return {**self.row(), "per_group": self.per_group, "group_counts": self.group_counts, "C": self.C,
+                "selection_worst_group": self.selection_worst_group}
 
 
-def predict_logistic(params: tuple[np.ndarray, ...], x: np.ndarray) -> np.ndarray:
-    w, b, mean, std = params
-    return (((x - mean) / std) @ w + b > 0).astype(np.int64)
+def fit_logistic(x: np.ndarray, y: np.ndarray, C: float = 1.0, seed: int = 0):
+    """A logistic-regression probe on standardized features (scikit-learn, L2, lbfgs); `.predict`, `.coef_`."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"a probe needs both classes in its fit set, got only {np.unique(y).tolist()}")
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed)).fit(x, y)
 
 
 def group_accuracies(pred: np.ndarray, y: np.ndarray, groups: np.ndarray, train_groups: np.ndarray,
@@ -80,18 +75,92 @@ def group_accuracies(pred: np.ndarray, y: np.ndarray, groups: np.ndarray, train_
                        adjusted_average=m["adjusted_accuracy"], group_counts=m["group_counts"])
 
 
+def _rows(data: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
+    n = len(data["group"])
+    return {k: v[idx] for k, v in data.items() if isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == n}
+
+
 def balanced_subset(data: dict[str, np.ndarray], seed: int = 0) -> dict[str, np.ndarray]:
     """Every group downsampled to the smallest one (DFR's group-balanced refit set, Kirichenko et al. 2022)."""
     groups = data["group"]
     present = [g for g in np.unique(groups)]
     n = min(int((groups == g).sum()) for g in present)
     rng = np.random.default_rng(seed)
-    idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(groups == g), n, replace=False) for g in present]))
-    return {k: v[idx] for k, v in data.items() if isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == len(groups)}
+    return _rows(data, np.sort(np.concatenate([rng.choice(np.flatnonzero(groups == g), n, replace=False)
+                                               for g in present])))
+
+
+def split_halves(data: dict[str, np.ndarray], seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Two disjoint halves of `data`, each with half of every group (the DFR fit / tuning split of validation)."""
+    rng = np.random.default_rng(seed)
+    first = []
+    for g in np.unique(data["group"]):
+        idx = rng.permutation(np.flatnonzero(data["group"] == g))
+        first.append(idx[: (len(idx) + 1) // 2])
+    mask = np.zeros(len(data["group"]), bool)
+    mask[np.concatenate(first)] = True
+    return _rows(data, np.flatnonzero(mask)), _rows(data, np.flatnonzero(~mask))
+
+
+def _select(fit: dict, select: dict, test: dict, target: str, train_groups: np.ndarray, grid) -> ProbeResult:
+    """Fit one probe per C on `fit`, keep the one with the best worst-group accuracy on `select`, score it on `test`."""
+    if not grid:
+        raise ValueError("the C grid of a probe is empty")
+    best, best_wg, best_c = None, -1.0, None
+    for c in grid:
+        probe = fit_logistic(fit["features"], fit[target], c)
+        wg = group_accuracies(probe.predict(select["features"]), select[target], select["group"], train_groups)
+        if wg.worst_group > best_wg:  # ties keep the stronger regularization (grid order: small C first)
+            best, best_wg, best_c = probe, wg.worst_group, c
+    r = group_accuracies(best.predict(test["features"]), test[target], test["group"], train_groups)
+    r.C, r.selection_worst_group = best_c, best_wg
+    return r
+
+
+def train_probe(train: dict, val: dict, test: dict, target: str = "label", grid=C_GRID) -> ProbeResult:
+    """Fit on train; C chosen by worst-group accuracy on validation; scored on test (standard ERM probe)."""
+    return _select(train, val, test, target, train["group"], grid)
+
+
+def dfr_probe(val: dict, test: dict, train_groups: np.ndarray, target: str = "label", grid=C_GRID,
+              seed: int = 0) -> ProbeResult:
+    """DFR-style (Kirichenko et al. 2022): fit on a group-balanced subset of one half of validation, C chosen by
+    worst-group accuracy on the other half, scored on test (adjusted average weighted by `train_groups`)."""
+    fit_half, tune_half = split_halves(val, seed)
+    return _select(balanced_subset(fit_half, seed), tune_half, test, target, train_groups, grid)
 
 
 def linear_probe(train: dict[str, np.ndarray], test: dict[str, np.ndarray], target: str = "label",
-                 l2: float = 1e-3) -> ProbeResult:
-    """Fit a logistic regression on `train` features for `target` and score it on `test` by group."""
-    params = fit_logistic(train["features"], train[target], l2)
-    return group_accuracies(predict_logistic(params, test["features"]), test[target], test["group"], train["group"])
+                 C: float = 1.0) -> ProbeResult:
+    """Fit one logistic regression on `train` features for `target` and score it on `test` by group."""
+    probe = fit_logistic(train["features"], train[target], C)
+    r = group_accuracies(probe.predict(test["features"]), test[target], test["group"], train["group"])
+    r.C = C
+    return r
+
+
+PROBES = {
+    "bird (label), fit on train": "train",
+    "bird (label), DFR: balanced val half, tuned on the other": "dfr",
+    "background (place), fit on train": "place",
+}
+
+
+def standard_probes(feats: dict[str, dict[str, np.ndarray]], grid=C_GRID) -> dict[str, ProbeResult]:
+    """The evaluation protocol on {"train", "validation", "test"} features: the three probes of `PROBES`."""
+    train, val, test = feats["train"], feats["validation"], feats["test"]
+    return {
+        "bird (label), fit on train": train_probe(train, val, test, "label", grid),
+        "bird (label), DFR: balanced val half, tuned on the other": dfr_probe(val, test, train["group"], "label", grid),
+        "background (place), fit on train": train_probe(train, val, test, "place", grid),
+    }
+
+
+def probe_table(probes: dict[str, ProbeResult], group_names) -> str:
+    """A markdown table: average, worst group, adjusted average, chosen C, per-group accuracies."""
+    lines = ["| probe | average | worst group | adjusted average | C | " + " | ".join(group_names) + " |",
+             "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in group_names) + " |"]
+    for name, r in probes.items():
+        lines.append(f"| {name} | {r.average:.3f} | {r.worst_group:.3f} | {r.adjusted_average:.3f} | {r.C:g} | "
+                     + " | ".join(f"{a:.3f}" for a in r.per_group) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,156 @@
+"""Baselines for the studies: a plain VAE with the same ViT encoder and ViT decoder as a world model config.
+
+No recurrence, no learned prior: a global Gaussian latent from the CLS token and (when `rssm.local_grid` > 0) a
+Gaussian latent per grid cell from that cell's patch tokens, both with a fixed N(0, I) prior. Same reconstruction
+loss (`loss.recon_scale` x summed squared error) and free nats per level as the world model; `beta` scales the KL.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vit_decoder import ViTDecoder, ViTDecoderConfig
+
+from . import objectives as O
+from .config import ModelConfig
+from .data.preprocess import preprocess
+from .diagnostics import image_metrics
+from .distributions import gaussian_params, gaussian_sample
+from .encoder import ViTEncoder, tokens_to_cells
+
+
+def standard_normal_kl(params: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, std) || N(0, I)) of (..., 2, D) summed over D."""
+    mean, std = params.unbind(dim=-2)
+    return (0.5 * (std.pow(2) + mean.pow(2) - 1) - torch.log(std)).sum(-1)
+
+
+class ViTVAE(nn.Module):
+    """A plain VAE of about the size of `WorldModel(cfg)` (same encoder and decoder; global latent of `rssm.deter`
+    dims, local latents of `rssm.local_dim` per cell). `encode(images)` gives the posterior means as features."""
+
+    def __init__(self, cfg: ModelConfig, beta: float = 1.0) -> None:
+        super().__init__()
+        self.cfg, self.beta = cfg, beta
+        e, r, d = cfg.encoder, cfg.rssm, cfg.decoder
+        self.encoder = ViTEncoder(cfg.image_size, e, cfg.channels, cfg.attention)
+        self.global_head = nn.Linear(e.width, 2 * r.deter)
+        self.local_head = nn.Linear(cfg.cell_patches**2 * e.width, 2 * r.local_dim) if r.local_grid else None
+        self.decoder = ViTDecoder(ViTDecoderConfig(
+            image_size=cfg.image_size, patch_size=e.patch_size, width=d.width, depth=d.depth, heads=d.heads,
+            mlp_ratio=d.mlp_ratio, token_dim=r.local_dim if r.local_grid else 0, latent_grid=r.local_grid,
+            context_dim=r.deter, channels=cfg.channels, attention=cfg.attention))
+
+    def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """images (N, C, H, W) -> global (N, 2, G) and local (N, cells, 2, S) [mean, std] (None without a grid)."""
+        cls, tokens = self.encoder(images)
+        g = gaussian_params(self.global_head(cls), self.cfg.rssm.local_min_std)
+        if self.local_head is None:
+            return g, None
+        cells = tokens_to_cells(tokens, self.cfg.rssm.local_grid, self.cfg.cell_patches)
+        return g, gaussian_params(self.local_head(cells), self.cfg.rssm.local_min_std)
+
+    def decode(self, g: torch.Tensor, s: torch.Tensor | None) -> torch.Tensor:
+        return self.decoder(s, g)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The negative ELBO (with free nats) of a batch of images (N, C, H, W) in [-0.5, 0.5], and metrics."""
+        lc = self.cfg.loss
+        g, s = self.posterior(images)
+        recon = self.decode(gaussian_sample(g), None if s is None else gaussian_sample(s))
+        rec = O.reconstruction_loss(recon, images, lc.recon_type, self.cfg.encoder.patch_size).mean()
+        kl_g = standard_normal_kl(g)
+        loss = lc.recon_scale * rec + self.beta * kl_g.clamp(min=lc.free_nats_global).mean()
+        m = {"recon_loss": rec.detach(), "kl_global_raw": kl_g.mean().detach()}
+        if s is not None:
+            kl_l = standard_normal_kl(s)  # (N, cells)
+            loss = loss + self.beta * kl_l.clamp(min=lc.free_nats_local).sum(-1).mean()
+            m["kl_local_raw"] = kl_l.sum(-1).mean().detach()
+        m.update({k: v for k, v in image_metrics(recon, images).items() if k in ("recon_std_ratio", "psnr_gain")})
+        m["loss"] = loss.detach()
+        return loss, m
+
+    @torch.no_grad()
+    def encode(self, images) -> torch.Tensor:
+        """(N, G + cells * S) features: the posterior means [global, every cell in row-major order]."""
+        g, s = self._means(images)
+        return g if s is None else torch.cat([g, s.flatten(1)], dim=-1)
+
+    @torch.no_grad()
+    def reconstruct(self, images) -> torch.Tensor:
+        """Decode the posterior means (deterministic)."""
+        return self.decode(*self._means(images))
+
+    def _means(self, images):
+        was = self.training
+        self.eval()
+        try:
+            p = next(self.parameters())
+            g, s = self.posterior(preprocess(images, self.cfg.image_size).to(p.device, p.dtype))
+        finally:
+            self.train(was)
+        return g[..., 0, :], None if s is None else s[..., 0, :]
+
+
+def train_vae(cfg, beta: float = 1.0, progress: bool = False) -> tuple[ViTVAE, dict[str, float]]:
+    """Train a `ViTVAE` of `cfg.model_config()` on `cfg.data` with the optimizer and schedule of `cfg.optim` (one
+    process, one plain image per sample: views are forced to T = 1, mode "repeat"). Returns the model and the mean
+    metrics of the last `cfg.log.every` steps."""
+    from accelerate.utils import set_seed
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from .data import ViewCollator, ViewConfig, load_waterbirds
+    from .trainer import _param_groups, lr_lambda
+
+    set_seed(cfg.seed)
+    mcfg = cfg.model_config()
+    ds = load_waterbirds(cfg.data.source, cfg.data.split, image_size=mcfg.image_size,
+                         crop_fraction=cfg.data.crop_fraction, cache_dir=cfg.data.cache_dir)
+    collate = ViewCollator(mcfg.image_size, ViewConfig(num_views=1, mode="repeat"), seed=cfg.seed,
+                           crop_fraction=cfg.data.crop_fraction)
+    loader = DataLoader(ds, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    model = ViTVAE(mcfg, beta)
+    opt = torch.optim.AdamW(_param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=cfg.optim.betas)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.optim.warmup_steps, cfg.optim.max_steps,
+                                                             cfg.optim.min_lr_ratio))
+    step, window = 0, []
+    bar = tqdm(total=cfg.optim.max_steps, desc="train VAE", disable=not progress)
+    while step < cfg.optim.max_steps:
+        for batch in loader:
+            loss, m = model(batch["views"][:, 0])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"VAE loss is {loss.item()} at step {step}; lower optim.lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+            opt.step()
+            sched.step()
+            step += 1
+            bar.update(1)
+            window = [*window[-(cfg.log.every - 1):], m]
+            if step >= cfg.optim.max_steps:
+                break
+    bar.close()
+    model.eval()
+    return model, {k: float(torch.stack([w[k] for w in window]).mean()) for k in window[-1]}
+
+
+def vae_features(model: ViTVAE, ds, batch_size: int = 128, with_recon_metrics: bool = False,
+                 max_recon_images: int = 1024) -> dict:
+    """Like `hrssm.evaluation.encode_dataset` for a VAE: features (posterior means), label, place, group, img_id
+    and, with `with_recon_metrics`, recon_std_ratio / psnr / psnr_mean_image / psnr_gain of the first images."""
+    import numpy as np
+
+    feats = [model.encode(ds[i : i + batch_size]["image"]).float().cpu() for i in range(0, len(ds), batch_size)]
+    out = {"features": torch.cat(feats).numpy()}
+    for key in ("label", "place", "group", "img_id"):
+        out[key] = np.asarray(ds[key], dtype=np.int64)
+    if with_recon_metrics:
+        n = min(len(ds), max_recon_images)
+        target = preprocess(ds[:n]["image"], model.cfg.image_size)
+        recon = torch.cat([model.reconstruct(target[i : i + batch_size]) for i in range(0, n, batch_size)])
+        out.update({k: np.asarray(float(v)) for k, v in image_metrics(recon, target).items()})
+    return out

@@ -1,0 +1,61 @@
+"""recipes/eval_probe.py: the evaluation protocol on an export, and its errors."""
+
+import json
+
+import pytest
+from recipes_loader import load_recipe
+
+from hrssm import ModelConfig, WorldModel, export
+from hrssm.evaluation import PROBES
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    """An (untrained) tiny model at 32x32, exported: the protocol does not care whether it learned anything."""
+    out = tmp_path_factory.mktemp("evalprobe") / "export"
+    export(WorldModel(ModelConfig.preset("tiny", image_size=32, rssm={"local_grid": 2})), out)
+    return out
+
+
+def test_eval_probe_writes_the_table_json_pictures_and_report(export_dir, synthetic_disk, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert load_recipe("eval_probe").main(["--model", str(export_dir), "--data", str(synthetic_disk),
+                                           "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| probe | average | worst group | adjusted average | C |" in printed
+    result = json.loads((out / "eval.json").read_text())
+    assert set(result["probes"]) == set(PROBES)
+    for name, probe in result["probes"].items():
+        assert 0 <= probe["worst_group"] <= probe["average"] + 1e-9 <= 1 + 1e-9, name
+        assert probe["C"] in (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+        assert sum(probe["group_counts"]) == result["split_sizes"]["test"]
+        assert f"| {name} | {probe['average']:.3f} | {probe['worst_group']:.3f} |" in printed
+    assert set(result["reconstruction"]) == {"recon_std_ratio", "psnr", "psnr_mean_image", "psnr_gain"}
+    report = (out / "report.md").read_text()
+    for picture in result["pictures"].values():
+        assert f"]({picture})" in report and (out / picture).stat().st_size > 1000
+    assert {"latents_tsne.png", "group_accuracy.png", "test_reconstructions.png"} <= set(result["pictures"].values())
+
+
+def test_eval_probe_without_pictures_and_without_a_decoder(tmp_path, synthetic_disk, capsys):
+    export_dir = tmp_path / "export"
+    export(WorldModel(ModelConfig.preset("tiny", image_size=32, rssm={"local_grid": 0},
+                                         loss={"objective": "latent_prediction"})), export_dir)
+    out = tmp_path / "eval"
+    assert load_recipe("eval_probe").main(["--model", str(export_dir), "--data", str(synthetic_disk), "--out", str(out),
+                                           "--no-pictures"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert result["reconstruction"] == {} and result["pictures"] == {}
+    assert "Reconstruction" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("which", ["model", "data"])
+def test_eval_probe_reports_a_missing_model_or_dataset(which, export_dir, synthetic_disk, tmp_path, capsys):
+    model, data = str(export_dir), str(synthetic_disk)
+    if which == "model":
+        model = str(tmp_path / "no_export")
+    else:
+        data = str(tmp_path / "no_data")
+    assert load_recipe("eval_probe").main(["--model", model, "--data", data, "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and ("no_export" in err if which == "model" else "no_data" in err)

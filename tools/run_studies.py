@@ -1,0 +1,195 @@
+#!/usr/bin/env python
+"""The studies of docs/studies/: variants of the demo config (recipes/configs/demo.yaml: tiny model, synthetic
+Waterbirds at 64x64, 1200 steps), each trained once and evaluated with the protocol of recipes/eval_probe.py.
+
+    python tools/run_studies.py                       # every study (~70 min on 2 CPU cores), then the tables
+    python tools/run_studies.py --study free_nats     # one study
+    python tools/run_studies.py --steps 300 --out /tmp/studies   # a quick look
+
+Runs go to --runs (default runs/studies/<variant>) and are reused: a variant whose study.json matches its spec is
+not retrained, so an interrupted sweep continues where it stopped. Each study writes <out>/<study>.md (table),
+.json (numbers) and .png (bars). Single seed per variant; the `seeds` study measures the seed-to-seed spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "recipes" / "configs" / "demo.yaml"
+DFR = "bird (label), DFR: balanced val half, tuned on the other"
+ERM = "bird (label), fit on train"
+PLACE = "background (place), fit on train"
+
+# variant -> (label, overrides of demo.yaml, kind)
+VARIANTS: dict[str, tuple[str, list[str], str]] = {
+    "default": ("default: T=4 augment, global+local, recon, free nats 1 / 0.1", [], "wm"),
+    "seed1": ("default, seed 1", ["--seed", "1"], "wm"),
+    "free_nats_0": ("free nats 0 (global 0, local 0 per cell)",
+                    ["--model.loss.free_nats_global", "0", "--model.loss.free_nats_local", "0"], "wm"),
+    "free_nats_3": ("free nats 3 (global 3, local 0.3 per cell)",
+                    ["--model.loss.free_nats_global", "3", "--model.loss.free_nats_local", "0.3"], "wm"),
+    "global_only": ("global level only (rssm.local_grid=0)", ["--model.rssm.local_grid", "0"], "wm"),
+    "T1_repeat": ("T=1 (one view)", ["--views.num_views", "1", "--views.mode", "repeat"], "wm"),
+    "T1_augment": ("T=1 augment (one augmented view)", ["--views.num_views", "1"], "wm"),
+    "T4_repeat": ("T=4 repeat", ["--views.mode", "repeat"], "wm"),
+    "T8_repeat": ("T=8 repeat", ["--views.num_views", "8", "--views.mode", "repeat"], "wm"),
+    "T8_augment": ("T=8 augment", ["--views.num_views", "8"], "wm"),
+    "recon_barlow": ("reconstruction + Barlow Twins", ["--model.loss.contrastive", "barlow"], "wm"),
+    "simclr_only": ("contrastive only (SimCLR, no decoder)",
+                    ["--model.loss.objective", "latent_prediction", "--model.loss.latent_pred_scale", "0",
+                     "--model.loss.contrastive", "simclr"], "wm"),
+    "latent_prediction": ("reconstruction-free (latent prediction, EMA target)",
+                          ["--model.loss.objective", "latent_prediction"], "wm"),
+    "vae_beta1": ("plain VAE (beta 1), same encoder / decoder, T=1", [], "vae:1.0"),
+    "vae_beta0.1": ("plain VAE (beta 0.1 = the world model's posterior KL weight), T=1", [], "vae:0.1"),
+}
+
+STUDIES: dict[str, tuple[str, list[str]]] = {
+    "seeds": ("Seed-to-seed spread of the default (how large a difference has to be to mean something)",
+              ["default", "seed1"]),
+    "free_nats": ("Free nats sweep", ["free_nats_0", "default", "free_nats_3"]),
+    "hierarchy": ("Hierarchy on / off", ["default", "global_only"]),
+    "objective": ("Reconstruction vs contrastive vs reconstruction-free",
+                  ["default", "recon_barlow", "simclr_only", "latent_prediction"]),
+    "vae_baseline": ("World model vs a plain VAE of similar size", ["default", "T1_repeat", "vae_beta1",
+                                                                     "vae_beta0.1"]),
+    "sequence": ("Sequence length and views: T = 1 / 4 / 8, repeat vs augment",
+                 ["T1_repeat", "T1_augment", "T4_repeat", "default", "T8_repeat", "T8_augment"]),
+}
+
+
+def run_variant(name: str, args) -> dict:
+    """Train (or reuse) one variant and evaluate it; the row is cached in <runs>/<name>/study.json."""
+    label, overrides, kind = VARIANTS[name]
+    run_dir = Path(args.runs) / name
+    spec = {"overrides": overrides, "kind": kind, "steps": args.steps, "data": str(args.data)}
+    cache = run_dir / "study.json"
+    if cache.exists():
+        row = json.loads(cache.read_text())
+        if row.get("spec") == spec:
+            return row
+    from hrssm.report import evaluate_model
+    from hrssm.train_config import TrainConfig
+
+    common = ["--output_dir", str(run_dir), "--data.source", str(args.data), "--optim.max_steps", str(args.steps),
+              "--log.trackers", "[]", "--log.progress", "false", "--log.images_every", str(args.steps),
+              "--checkpoint.every", str(args.steps)]
+    cfg = TrainConfig.load(DEMO, common + overrides)
+    print(f"== {name}: {label}", flush=True)
+    start = time.perf_counter()
+    if kind == "wm":
+        from hrssm.trainer import train
+
+        result = train(cfg)
+        model, metrics = result.model.eval(), result.metrics
+        seconds = time.perf_counter() - start
+        ev = evaluate_model(model, args.data, run_dir / "eval", pictures=False, progress=lambda m: None)
+        probes, recon = ev.probes, ev.reconstruction
+        params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("target_encoder"))
+    else:
+        from hrssm.baselines import train_vae, vae_features
+        from hrssm.data import load_waterbirds
+        from hrssm.evaluation import standard_probes
+
+        model, metrics = train_vae(cfg, beta=float(kind.split(":")[1]))
+        seconds = time.perf_counter() - start
+        feats = {s: vae_features(model, load_waterbirds(args.data, s, image_size=cfg.model_config().image_size),
+                                 with_recon_metrics=(s == "test")) for s in ("train", "validation", "test")}
+        probes = standard_probes(feats)
+        recon = {k: float(feats["test"][k]) for k in ("recon_std_ratio", "psnr", "psnr_mean_image", "psnr_gain")}
+        params = sum(p.numel() for p in model.parameters())
+    row = {"name": name, "label": label, "spec": spec, "train_seconds": round(seconds, 1), "params": params,
+           "kl_global_raw": metrics.get("kl_global_raw"), "kl_local_raw": metrics.get("kl_local_raw"),
+           "reconstruction": recon, "probes": {k: v.to_dict() for k, v in probes.items()}}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps(row, indent=2))
+    os.replace(tmp, cache)
+    print(f"   {_cells(row)}", flush=True)
+    return row
+
+
+def _fmt(v, spec=".3f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def _cells(row: dict) -> str:
+    r, p = row["reconstruction"], row["probes"]
+    return " | ".join([
+        _fmt(r.get("recon_std_ratio"), ".2f"), _fmt(r.get("psnr_gain"), ".2f"),
+        _fmt(row["kl_global_raw"], ".2f"), _fmt(row["kl_local_raw"], ".1f"),
+        f"{p[ERM]['average']:.3f} / {p[ERM]['worst_group']:.3f}",
+        f"{p[DFR]['average']:.3f} / {p[DFR]['worst_group']:.3f}", f"{p[DFR]['adjusted_average']:.3f}",
+        f"{p[PLACE]['average']:.3f}", f"{row['params'] / 1e6:.2f} M", f"{row['train_seconds']:.0f}"])
+
+
+HEADER = ("| setting | recon std ratio | PSNR gain (dB) | KL global | KL local | bird, fit on train: avg / worst | "
+          "bird, DFR: avg / worst | bird, DFR: adjusted avg | place probe avg | params | train s |")
+
+
+def write_study(study: str, rows: list[dict], out: Path, command: str) -> None:
+    title, _ = STUDIES[study]
+    lines = [f"# {title}", "", f"Made by `{command}` (tiny model, synthetic Waterbirds 64x64, "
+             f"{rows[0]['spec']['steps']} steps, batch 16, one seed; see docs/studies/README.md).", "",
+             HEADER, "| " + " | ".join(["---"] * 11) + " |"]
+    lines += [f"| {row['label']} | {_cells(row)} |" for row in rows]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{study}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{study}.json").write_text(json.dumps({"title": title, "command": command, "rows": rows}, indent=2))
+    _plot(title, rows, out / f"{study}.png")
+
+
+def _plot(title: str, rows: list[dict], path: Path) -> None:
+    from hrssm.plots import _pyplot, _save, _wrap
+
+    plt = _pyplot()
+    panels = [("PSNR gain over the mean image (dB)", lambda r: r["reconstruction"].get("psnr_gain")),
+              ("bird, DFR: worst-group accuracy", lambda r: r["probes"][DFR]["worst_group"]),
+              ("bird, fit on train: worst-group accuracy", lambda r: r["probes"][ERM]["worst_group"]),
+              ("background probe: accuracy", lambda r: r["probes"][PLACE]["average"])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2 + 0.25 * len(rows)))
+    for ax, (name, get) in zip(axes, panels):
+        values = [get(r) if get(r) is not None else 0.0 for r in rows]
+        ax.barh(range(len(rows)), values, color="tab:blue")
+        ax.set_yticks(range(len(rows)), [_wrap(r["label"], 30) for r in rows] if ax is axes[0] else [""] * len(rows),
+                      fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(name, fontsize=9)
+        for i, v in enumerate(values):
+            ax.text(v, i, f" {v:.2f}", va="center", fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--study", nargs="+", default=["all"], choices=["all", *STUDIES])
+    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--data", default=str(ROOT / "data" / "synthetic_waterbirds_64"),
+                   help="a Waterbirds source (made at 64x64 if this default folder is missing)")
+    p.add_argument("--runs", default=str(ROOT / "runs" / "studies"))
+    p.add_argument("--out", default=str(ROOT / "docs" / "studies"))
+    args = p.parse_args(argv)
+    studies = list(STUDIES) if "all" in args.study else args.study
+    if not Path(args.data).exists() and args.data == p.get_default("data"):
+        from hrssm.data import synthetic
+
+        print(f"generating the synthetic Waterbirds twin (64x64) in {args.data}", flush=True)
+        synthetic.write_save_to_disk(synthetic.generate(64, 1.0, seed=0, progress=False), args.data)
+    command = "python tools/run_studies.py" + (f" --steps {args.steps}" if args.steps != 1200 else "")
+    for study in studies:
+        rows = [run_variant(v, args) for v in STUDIES[study][1]]
+        write_study(study, rows, Path(args.out), command + f" --study {study}")
+        print(f"wrote {Path(args.out) / study}.md", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
