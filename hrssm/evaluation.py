@@ -6,7 +6,7 @@ posterior mode and the local posterior means are used, so encoding is determinis
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -46,6 +46,7 @@ class ProbeResult:
     group_counts: list[int]
     C: float | None = None  # the chosen inverse regularization strength
     selection_worst_group: float | None = None  # worst-group accuracy on the selection set that chose C
+    probe: object = field(default=None, repr=False)  # the fitted scikit-learn pipeline (`.predict`, `[-1].coef_`)
 
     def row(self) -> dict[str, float]:
         return {"average": self.average, "worst_group": self.worst_group, "adjusted_average": self.adjusted_average}
@@ -113,7 +114,7 @@ def _select(fit: dict, select: dict, test: dict, target: str, train_groups: np.n
         if wg.worst_group > best_wg:  # ties keep the stronger regularization (grid order: small C first)
             best, best_wg, best_c = probe, wg.worst_group, c
     r = group_accuracies(best.predict(test["features"]), test[target], test["group"], train_groups)
-    r.C, r.selection_worst_group = best_c, best_wg
+    r.C, r.selection_worst_group, r.probe = best_c, best_wg, best
     return r
 
 
@@ -135,7 +136,7 @@ def linear_probe(train: dict[str, np.ndarray], test: dict[str, np.ndarray], targ
     """Fit one logistic regression on `train` features for `target` and score it on `test` by group."""
     probe = fit_logistic(train["features"], train[target], C)
     r = group_accuracies(probe.predict(test["features"]), test[target], test["group"], train["group"])
-    r.C = C
+    r.C, r.probe = C, probe
     return r
 
 

@@ -25,6 +25,7 @@ class DataConfig:
     crop_fraction: float = 1.0
     cache_dir: str | None = None
     num_workers: int = 0
+    synthetic_seed: int = 0  # views.mode=edit on the synthetic twin: the seed it was generated with (pairs)
 
 
 @dataclass

@@ -130,6 +130,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     with accelerator.main_process_first():  # the main process converts / resizes / caches first
         ds = load_waterbirds(cfg.data.source, cfg.data.split, image_size=model_cfg.image_size,
                              crop_fraction=cfg.data.crop_fraction, cache_dir=cfg.data.cache_dir)
+        if view_cfg.mode == "edit" and "counterfactual" not in ds.column_names:
+            from .data.counterfactual import add_counterfactuals
+
+            ds = add_counterfactuals(ds, cfg.data.split, cfg.data.synthetic_seed)
     per_step = cfg.optim.batch_size * accelerator.num_processes
     if len(ds) < per_step:
         raise ValueError(f"the {cfg.data.split} split has {len(ds)} images, fewer than one step's batch "

@@ -2,8 +2,11 @@
 
 ``repeat`` gives T identical views (the prior can then predict every step after the first, so the KL at t > 0 goes
 to ~0: useful as a control). ``augment`` gives T different views: random resized crop, horizontal flip and mild
-colour jitter, all batched in torch. The randomness of a sample is keyed by (seed, epoch, img_id), so its views do
-not depend on batch composition, DataLoader workers or resuming.
+colour jitter, all batched in torch. ``edit`` gives counterfactual sequences (rows need a `counterfactual` image:
+the same bird on the other background, see `hrssm.data.counterfactual`): the action after each step is a concept
+edit, +1 "make the background water", -1 "make it land", 0 no-op, and the next view is the image with that
+background, so the transition model learns the edit. The randomness of a sample is keyed by (seed, epoch, img_id),
+so its views do not depend on batch composition, DataLoader workers or resuming.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ class ViewConfig:
     """How a still image becomes a sequence of views."""
 
     num_views: int = 4
-    mode: Literal["repeat", "augment"] = "augment"
+    mode: Literal["repeat", "augment", "edit"] = "augment"
     action_dim: int = 1
     crop_scale: tuple[float, float] = (0.7, 1.0)  # area fraction of the random resized crop
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # aspect ratio range of the crop
@@ -39,8 +42,8 @@ class ViewConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.num_views, int) or self.num_views < 1:
             raise ValueError(f"num_views must be an int >= 1, got {self.num_views!r}")
-        if self.mode not in ("repeat", "augment"):
-            raise ValueError(f"views mode must be 'repeat' or 'augment', got {self.mode!r}")
+        if self.mode not in ("repeat", "augment", "edit"):
+            raise ValueError(f"views mode must be 'repeat', 'augment' or 'edit', got {self.mode!r}")
         if not isinstance(self.action_dim, int) or self.action_dim < 1:
             raise ValueError(f"action_dim must be an int >= 1, got {self.action_dim!r}")
         lo, hi = self.crop_scale
@@ -118,6 +121,29 @@ def make_views(images: torch.Tensor, cfg: ViewConfig, keys: Sequence[Sequence[in
     return augment(images, u, cfg), actions
 
 
+def edit_views(images: torch.Tensor, counterfactuals: torch.Tensor, places: torch.Tensor, cfg: ViewConfig,
+               keys: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Counterfactual sequences: images / counterfactuals (B, 3, H, W) (own / other background), places (B,).
+
+    Each sample draws T - 1 edits from {-1, 0, +1} (keyed like the augmentations); actions[:, t, 0] is the edit
+    taken after step t (the last is 0), and view t + 1 shows the background that edit sets (+1 water, -1 land).
+    """
+    b, t = images.shape[0], cfg.num_views
+    edits = np.stack([np.random.default_rng([*map(int, key), 7]).integers(-1, 2, t - 1) for key in keys]) if t > 1 \
+        else np.zeros((b, 0), np.int64)
+    place = places.numpy().astype(np.int64).copy()
+    own = place.copy()
+    views = [images]
+    for step in range(t - 1):
+        e = edits[:, step]
+        place = np.where(e > 0, 1, np.where(e < 0, 0, place))
+        pick = torch.from_numpy(place == own)[:, None, None, None]
+        views.append(torch.where(pick, images, counterfactuals))
+    actions = images.new_zeros(b, t, cfg.action_dim)
+    actions[:, : t - 1, 0] = torch.from_numpy(edits).to(images.dtype)
+    return torch.stack(views, dim=1), actions
+
+
 class ViewCollator:
     """`collate_fn` for a DataLoader over a Waterbirds dataset: rows -> a batch of view sequences.
 
@@ -138,7 +164,16 @@ class ViewCollator:
         images = preprocess([r["image"] for r in rows], self.image_size, self.crop_fraction)
         img_ids = [int(r["img_id"]) for r in rows]
         keys = [(self.seed, self.epoch, i) for i in img_ids]
-        views, actions = make_views(images, self.views, keys=keys)
+        if self.views.mode == "edit":
+            if "counterfactual" not in rows[0]:
+                raise ValueError("views.mode='edit' needs counterfactual pairs (a `counterfactual` image column): "
+                                 "train on the synthetic twin (the trainer adds the column, "
+                                 "hrssm.data.counterfactual.add_counterfactuals) or add the column yourself")
+            cf = preprocess([r["counterfactual"] for r in rows], self.image_size, self.crop_fraction)
+            places = torch.tensor([int(r["place"]) for r in rows])
+            views, actions = edit_views(images, cf, places, self.views, keys)
+        else:
+            views, actions = make_views(images, self.views, keys=keys)
         batch = {"views": views, "actions": actions, "img_id": torch.tensor(img_ids, dtype=torch.int64)}
         for name in ("label", "place", "group"):
             if name in rows[0]:

@@ -1,0 +1,66 @@
+"""Counterfactual pairs of the synthetic Waterbirds twin: the same bird, same pose, the background swapped.
+
+The generator draws every image from two independent random streams (bird, background) keyed by (seed, split,
+index), so the other-background twin of row k of a split is one `render` away. `add_counterfactuals` adds it as a
+`counterfactual` image column, after checking that the dataset really is the synthetic twin of that seed (the row
+re-drawn with its own background must equal the stored one).
+
+For the real Waterbirds the pairs need the original construction (CUB bird segmentations pasted on Places
+backgrounds, https://github.com/kohpangwei/group_DRO, `dataset_scripts/generate_waterbirds.py`): run it twice with
+the place of each bird swapped, save both as `save_to_disk` datasets with the same row order, and join them as an
+`counterfactual` column (`ds.add_column`).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from . import synthetic
+
+
+class CounterfactualError(ValueError):
+    """The dataset cannot be paired: not the synthetic twin of this seed, or resized/shuffled since generation."""
+
+
+def counterfactual_image(seed: int, split: str, index: int, label: int, place: int, image_size: int) -> np.ndarray:
+    """The uint8 HWC image of synthetic row `index` of `split` drawn on a background of `place` (same bird)."""
+    bird_rng, bg_rng = synthetic.example_rngs(seed, split, index)
+    background, _ = synthetic.sample_background(bg_rng, place, image_size)
+    return synthetic.render(synthetic.sample_bird(bird_rng, label), background)
+
+
+def _jpeg_roundtrip(image: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(synthetic.encode_jpeg(image))).convert("RGB"))
+
+
+def add_counterfactuals(ds, split: str, seed: int = 0, check_rows: int = 3):
+    """A copy of a synthetic Waterbirds split (`datasets.Dataset`, rows in generation order) with a `counterfactual`
+    image column: the same bird on a background of the other place. Raises CounterfactualError when the first
+    `check_rows` rows do not re-draw to the stored images."""
+    from datasets import Features
+    from datasets import Image as ImageFeature
+
+    if len(ds) == 0:
+        raise CounterfactualError(f"the {split} split is empty")
+    size = ds[0]["image"].size[0]
+    for k in range(min(check_rows, len(ds))):
+        row = ds[k]
+        redrawn = _jpeg_roundtrip(counterfactual_image(seed, split, k, row["label"], row["place"], size))
+        stored = np.asarray(row["image"].convert("RGB"))
+        if redrawn.shape != stored.shape or np.abs(redrawn.astype(int) - stored.astype(int)).mean() > 2.0:
+            raise CounterfactualError(
+                f"row {k} of the {split} split is not the synthetic Waterbirds twin of seed {seed} at {size}x{size}: "
+                "counterfactual pairs need the synthetic set as generated (tools/make_synthetic_waterbirds.py, not "
+                "shuffled or resized; set data.synthetic_seed to its seed) or a dataset with its own "
+                "`counterfactual` column (see hrssm/data/counterfactual.py)")
+
+    def pair(batch, indices):
+        return {"counterfactual": [Image.fromarray(_jpeg_roundtrip(counterfactual_image(
+            seed, split, i, label, 1 - place, size))) for i, label, place in zip(indices, batch["label"],
+                                                                                  batch["place"])]}
+
+    return ds.map(pair, with_indices=True, batched=True, batch_size=64, desc="counterfactual pairs",
+                  features=Features({**ds.features, "counterfactual": ImageFeature()}))
