@@ -151,3 +151,23 @@ def test_tcav_tool_prints_scores_and_writes_a_plot(edit_model, synthetic_disk, t
     assert (tmp_path / "tcav.png").stat().st_size > 1000
     assert tool.main([*args, "--concept", "background=water"]) == 2
     assert "must look like KEY=VALUE" in capsys.readouterr().err
+
+
+def test_concept_demo_runs_end_to_end(edit_model, synthetic_disk, tmp_path, capsys):
+    _, export = edit_model
+    tool = load_tool("concept_demo")
+    args = ["--model", str(export), "--data", str(synthetic_disk), "--edit-run", str(tmp_path / "edit"),
+            "--out", str(tmp_path / "out"), "--runs", "3", "--model.image_size", "32", "--optim.max_steps", "4",
+            "--optim.batch_size", "8", "--log.trackers", "[]", "--log.every", "2", "--log.images_every", "100",
+            "--checkpoint.every", "100"]
+    assert tool.main(args) == 0
+    result = json.loads((tmp_path / "out" / "concepts.json").read_text())
+    assert [r["class"] for r in result["tcav"]] == ["landbird", "waterbird"]
+    assert set(result["edits"]) == {"CAV edit (demo model)", "action edit (edit-trained model)"}
+    assert set(result["planner"]) == {"no edit (posterior)", "no-op action (0)", "all to water (+1)",
+                                      "all to land (-1)", "planned (CEM)"}
+    for name in ("edits.png", "tcav.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 1000
+    assert "| planned (CEM) |" in (tmp_path / "out" / "concepts.md").read_text()
+    assert tool.main(["--model", str(tmp_path / "missing"), "--data", str(synthetic_disk)]) == 2
+    assert "run `python recipes/demo.py`" in capsys.readouterr().err
