@@ -8,6 +8,8 @@ import numpy as np
 
 from .data.schema import GROUP_NAMES, LABEL_NAMES, PLACE_NAMES
 
+METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP"}
+
 
 def _pyplot():
     import matplotlib
@@ -55,7 +57,7 @@ def latent_map(data: dict[str, np.ndarray], path: str | Path, method: str = "tsn
         ax.set_xticks([])
         ax.set_yticks([])
         ax.legend(markerscale=4, loc="best")
-    fig.suptitle(title or f"{method.upper()} of test latents ({len(idx)} images, groups balanced)")
+    fig.suptitle(title or f"{METHOD_NAMES[method]} of test latents ({len(idx)} images, groups balanced)")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -71,10 +73,10 @@ def group_accuracy_bars(probes: dict, path: str | Path, title: str = "Test accur
     for i, r in enumerate(probes.values()):
         ax.hlines(r.worst_group, i - 0.4, i + 0.4, colors="black", linestyles="dashed")
     ax.set_xticks(np.arange(len(probes)), [_wrap(n) for n in probes], fontsize=8)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.22)
     ax.set_ylabel("accuracy (dashed: worst group)")
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", ncol=len(GROUP_NAMES), frameon=False)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -77,19 +77,19 @@ def evaluate_model(model: WorldModel, data: str | os.PathLike, out_dir: str | os
 
 
 def _pictures(model, test, test_feats, probes, out: Path, latent_maps) -> dict[str, str]:
-    from .plots import group_accuracy_bars, latent_map
+    from .plots import METHOD_NAMES, group_accuracy_bars, latent_map
 
-    files = {"test samples": "test_samples.png"}
-    contact_sheet(test).save(out / files["test samples"])
+    files = {"Test samples, one row per group": "test_samples.png"}
+    contact_sheet(test).save(out / "test_samples.png")
     if model.decoder is not None:
-        files["test reconstructions"] = "test_reconstructions.png"
-        reconstruction_grid(model, test).save(out / files["test reconstructions"])
-    files["per-group accuracy"] = "group_accuracy.png"
-    group_accuracy_bars(probes, out / files["per-group accuracy"])
+        files["Test images (top) and their reconstructions from the latents (bottom)"] = "test_reconstructions.png"
+        reconstruction_grid(model, test).save(out / "test_reconstructions.png")
+    files["Test accuracy per group of each probe"] = "group_accuracy.png"
+    group_accuracy_bars(probes, out / "group_accuracy.png")
     for method in latent_maps:
         if method == "umap" and importlib.util.find_spec("umap") is None:
             continue  # optional: pip install umap-learn (the [viz] extra)
-        files[f"{method.upper()} of test latents"] = f"latents_{method}.png"
+        files[f"{METHOD_NAMES[method]} of test latents, coloured by bird and by background"] = f"latents_{method}.png"
         latent_map(test_feats, out / f"latents_{method}.png", method)
     return files
 
@@ -114,7 +114,7 @@ def _write_report(out: Path, result: EvalResult, intro: list[str]) -> None:
     if result.pictures:
         text += ["## Pictures", ""]
         for name, file in result.pictures.items():
-            text += [f"{name[0].upper()}{name[1:]}:", "", f"![{name}]({file})", ""]
+            text += [f"{name}:", "", f"![{name}]({file})", ""]
     _atomic_write(out / "report.md", "\n".join(text))
 
 

@@ -18,7 +18,7 @@ def test_main_job_trains_exports_probes_and_reports(synthetic_disk, tmp_path, ca
     assert "| probe | average | worst group | adjusted average | C |" in printed
     assert "held-out test images: recon_std_ratio" in printed
     report = (out / "report.md").read_text()
-    assert "![test reconstructions](test_reconstructions.png)" in report and (out / "test_reconstructions.png").exists()
+    assert "](test_reconstructions.png)" in report and (out / "test_reconstructions.png").exists()
     result = json.loads((out / "eval.json").read_text())
     assert set(result["probes"]) == set(PROBES) and result["train_steps"] == 6
     for picture in ("test_reconstructions.png", "group_accuracy.png", "latents_tsne.png"):
