@@ -155,14 +155,17 @@ def _plot(title: str, rows: list[dict], path: Path) -> None:
               ("background probe: accuracy", lambda r: r["probes"][PLACE]["average"])]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2 + 0.25 * len(rows)))
     for ax, (name, get) in zip(axes, panels):
-        values = [get(r) if get(r) is not None else 0.0 for r in rows]
+        raw = [get(r) for r in rows]
+        values = [v if v is not None else 0.0 for v in raw]
         ax.barh(range(len(rows)), values, color="tab:blue")
+        if "accuracy" in name:
+            ax.set_xlim(0, 1.1)
         ax.set_yticks(range(len(rows)), [_wrap(r["label"], 30) for r in rows] if ax is axes[0] else [""] * len(rows),
                       fontsize=7)
         ax.invert_yaxis()
         ax.set_title(name, fontsize=9)
-        for i, v in enumerate(values):
-            ax.text(v, i, f" {v:.2f}", va="center", fontsize=7)
+        for i, (v, r) in enumerate(zip(values, raw)):
+            ax.text(v, i, f" {v:.2f}" if r is not None else " n/a (no decoder)", va="center", fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     _save(fig, path)
