@@ -174,3 +174,14 @@ def test_concept_demo_runs_end_to_end(edit_model, synthetic_disk, tmp_path, caps
     assert "| planned (CEM) |" in (tmp_path / "out" / "concepts.md").read_text()
     assert tool.main(["--model", str(tmp_path / "missing"), "--data", str(synthetic_disk)]) == 2
     assert "run `python recipes/demo.py`" in capsys.readouterr().err
+
+
+def test_edit_mode_on_data_that_is_not_the_twin_stops_with_the_reason(synthetic_disk, tmp_path, capsys):
+    from recipes_loader import load_recipe
+
+    code = load_recipe("train_hrssm").main([
+        "--data.source", str(synthetic_disk), "--output_dir", str(tmp_path / "run"), "--model.image_size", "32",
+        "--views.mode", "edit", "--data.synthetic_seed", "5", "--optim.max_steps", "2", "--log.trackers", "[]"])
+    assert code == 2
+    assert "not the synthetic Waterbirds twin of seed 5" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -43,7 +43,7 @@ def _digest(model: torch.nn.Module) -> str:
 @pytest.mark.parametrize("args, key", [
     (["--optim.lrr", "1"], "optim.lrr"),
     (["--optim.batch_size", "0"], "optim.batch_size=0"),
-    (["--views.mode", "shuffle"], "views mode must be 'repeat' or 'augment'"),
+    (["--views.mode", "shuffle"], "views mode must be 'repeat', 'augment' or 'edit'"),
     (["--views.num_view", "2"], "num_view"),
     (["--model.loss.recon_scal", "2"], "model.loss.recon_scal"),
     (["--model.rssm.local_grid", "3"], "rssm.local_grid=3"),

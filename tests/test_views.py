@@ -59,7 +59,7 @@ def test_colour_jitter_changes_colour_not_geometry(images):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"num_views": 0}, "num_views"),
-    ({"mode": "shuffle"}, "mode must be 'repeat' or 'augment'"),
+    ({"mode": "shuffle"}, "mode must be 'repeat', 'augment' or 'edit'"),
     ({"crop_scale": (0.0, 1.0)}, "crop_scale"),
     ({"brightness": 1.5}, "brightness"),
     ({"action_dim": 0}, "action_dim"),
