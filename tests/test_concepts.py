@@ -185,3 +185,60 @@ def test_edit_mode_on_data_that_is_not_the_twin_stops_with_the_reason(synthetic_
     assert code == 2
     assert "not the synthetic Waterbirds twin of seed 5" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def _fake_cub_places(root):
+    """8 CUB-like birds (a red square on noise, its segmentation) and Places-like land (green) / water (blue)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(8):
+        label, place, split = i % 2, (i // 2) % 2, [0, 0, 0, 0, 1, 1, 2, 2][i]
+        name = f"{label:03d}.Bird/bird_{i}.jpg"
+        bird = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
+        bird[10:30, 15:35] = (250, 10, 10)
+        mask = np.zeros((40, 50), np.uint8)
+        mask[10:30, 15:35] = 255
+        for sub, img in (("cub", bird), ("seg", mask)):
+            path = root / sub / (name if sub == "cub" else name.replace(".jpg", ".png"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(path)
+        kind, colour = (("b/bamboo_forest", (20, 200, 20)), ("o/ocean", (20, 20, 200)))[place]
+        bg = root / "places" / kind / f"{i:08d}.jpg"
+        bg.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 48), colour).save(bg, quality=100)
+        rows.append(f"{i + 1},{name},{label},{split},{place},/{kind}/{i:08d}.jpg")
+    (root / "wb").mkdir()
+    (root / "wb" / "metadata.csv").write_text("img_id,img_filename,y,split,place,place_filename\n" + "\n".join(rows))
+
+
+def test_real_waterbirds_pairs_are_composited_and_train_in_edit_mode(tmp_path, capsys):
+    from recipes_loader import load_recipe
+
+    _fake_cub_places(tmp_path)
+    out = tmp_path / "pairs"
+    args = ["--waterbirds", str(tmp_path / "wb"), "--cub", str(tmp_path / "cub"), "--segmentations",
+            str(tmp_path / "seg"), "--places", str(tmp_path / "places"), "--out", str(out)]
+    tool = load_tool("make_waterbirds_pairs")
+    assert tool.main(args) == 0
+    train = load_waterbirds(out, "train")
+    assert "counterfactual" in train.column_names and len(train) == 4
+    for row in train:
+        own, other = np.asarray(row["image"], int), np.asarray(row["counterfactual"], int)
+        assert np.abs(own[20, 25] - (250, 10, 10)).max() < 30 and np.abs(other[20, 25] - (250, 10, 10)).max() < 30
+        land, water = (20, 200, 20), (20, 20, 200)
+        expect_own, expect_other = (land, water) if row["place"] == 0 else (water, land)
+        assert np.abs(own[2, 2] - expect_own).max() < 30 and np.abs(other[2, 2] - expect_other).max() < 30
+    resized = load_waterbirds(out, "train", image_size=32)
+    assert resized[0]["counterfactual"].size == (32, 32)
+    assert tool.main(args) == 2 and "exists" in capsys.readouterr().err  # never overwrites
+    next((tmp_path / "places" / "o" / "ocean").iterdir()).unlink()
+    assert tool.main([*args[:-1], str(tmp_path / "pairs2")]) == 2
+    assert "input files are missing" in capsys.readouterr().err and not (tmp_path / "pairs2").exists()
+    code = load_recipe("train_hrssm").main([
+        "--data.source", str(out), "--output_dir", str(tmp_path / "run"), "--model.image_size", "32",
+        "--views.mode", "edit", "--views.num_views", "2", "--optim.batch_size", "4", "--optim.max_steps", "2",
+        "--log.trackers", "[]", "--log.every", "1", "--log.images_every", "100", "--checkpoint.every", "100",
+        "--log.progress", "false"])
+    assert code == 0 and (tmp_path / "run" / "export" / "model.safetensors").exists()

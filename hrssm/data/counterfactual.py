@@ -5,10 +5,9 @@ index), so the other-background twin of row k of a split is one `render` away. `
 `counterfactual` image column, after checking that the dataset really is the synthetic twin of that seed (the row
 re-drawn with its own background must equal the stored one).
 
-For the real Waterbirds the pairs need the original construction (CUB bird segmentations pasted on Places
-backgrounds, https://github.com/kohpangwei/group_DRO, `dataset_scripts/generate_waterbirds.py`): run it twice with
-the place of each bird swapped, save both as `save_to_disk` datasets with the same row order, and join them as an
-`counterfactual` column (`ds.add_column`).
+For the real Waterbirds, `tools/make_waterbirds_pairs.py` re-runs the original construction (CUB bird cut out with
+its segmentation, pasted on a Places background) on the bird's own background and on one of the other place, and
+writes both as a dataset with a `counterfactual` column, which `load_waterbirds` keeps and the trainer uses as is.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from .preprocess import resize_center_crop, to_uint8_chw
-from .schema import COLUMNS, FEATURES, ORIGINAL_SPLIT_CODES, SPLITS, canonical_split
+from .schema import FEATURES, ORIGINAL_SPLIT_CODES, SPLITS, canonical_split
 
 DEFAULT_HUB_ID = "grodino/waterbirds"
 METADATA_COLUMNS = ("img_id", "img_filename", "y", "split", "place")
@@ -260,8 +260,10 @@ def _check_image(data: bytes) -> None:
 
 
 def _standardize(ds, split: str, where: str, id_offset: int = 0):
-    """Rename/derive/cast columns to :data:`FEATURES`; clear errors for what cannot be fixed."""
-    if ds.features == FEATURES:
+    """Rename/derive/cast columns to :data:`FEATURES` (plus an optional `counterfactual` image, kept for edit
+    sequences); clear errors for what cannot be fixed."""
+    features = _features_of(ds)
+    if ds.features == features:
         return ds
     cols = set(ds.column_names)
     if "label" not in cols and "y" in cols:
@@ -284,24 +286,36 @@ def _standardize(ds, split: str, where: str, id_offset: int = 0):
         if name in cols:  # always derived, so it cannot disagree with label/place or the split it came from
             ds = ds.remove_columns(name)
         ds = ds.add_column(name, values)
-    return ds.select_columns(list(COLUMNS)).cast(FEATURES)
+    return ds.select_columns(list(features)).cast(features)
+
+
+def _features_of(ds):
+    """FEATURES, plus the `counterfactual` image column when the dataset has one (hrssm.data.counterfactual)."""
+    from datasets import Features
+    from datasets import Image as ImageFeature
+
+    if "counterfactual" not in ds.column_names:
+        return FEATURES
+    return Features({**FEATURES, "counterfactual": ImageFeature(mode="RGB")})
 
 
 def _resize_batch(batch: dict, image_size: int, crop_fraction: float) -> dict:
-    out = []
-    for im in batch["image"]:
-        if im.size != (image_size, image_size):
-            chw = resize_center_crop(to_uint8_chw(im), image_size, crop_fraction)
-            im = PILImage.fromarray(chw.permute(1, 2, 0).numpy())
-        out.append(im)
-    return {"image": out}
+    out = {}
+    for key in [k for k in ("image", "counterfactual") if k in batch]:
+        out[key] = []
+        for im in batch[key]:
+            if im.size != (image_size, image_size):
+                chw = resize_center_crop(to_uint8_chw(im), image_size, crop_fraction)
+                im = PILImage.fromarray(chw.permute(1, 2, 0).numpy())
+            out[key].append(im)
+    return out
 
 
 def _resize(ds, image_size: int, crop_fraction: float):
     """Resize + center-crop every image (skipped when all already are image_size squares)."""
     if all(size == (image_size, image_size) for size in _image_sizes(ds)):
         return ds
-    return ds.map(_resize_batch, batched=True, batch_size=64, features=FEATURES,
+    return ds.map(_resize_batch, batched=True, batch_size=64, features=_features_of(ds),
                   fn_kwargs={"image_size": image_size, "crop_fraction": crop_fraction},
                   desc=f"resizing to {image_size}x{image_size}")
 
