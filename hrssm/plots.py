@@ -11,7 +11,8 @@ from .data.schema import GROUP_NAMES, LABEL_NAMES, PLACE_NAMES
 METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP"}
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,7 +44,7 @@ def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> np.nd
 def latent_map(data: dict[str, np.ndarray], path: str | Path, method: str = "tsne", max_points: int = 2000,
                seed: int = 0, title: str = "") -> Path:
     """A 2D map of (a balanced sample of) the latent features, coloured by bird (label) and by background (place)."""
-    plt = _pyplot()
+    plt = pyplot()
     rng = np.random.default_rng(seed)
     per_group = max(1, max_points // 4)
     idx = np.concatenate([rng.permutation(np.flatnonzero(data["group"] == g))[:per_group] for g in range(4)])
@@ -59,12 +60,12 @@ def latent_map(data: dict[str, np.ndarray], path: str | Path, method: str = "tsn
         ax.legend(markerscale=4, loc="best")
     fig.suptitle(title or f"{METHOD_NAMES[method]} of test latents ({len(idx)} images, groups balanced)")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def group_accuracy_bars(probes: dict, path: str | Path, title: str = "Test accuracy per group") -> Path:
     """Grouped bars: one group of bars per probe (`ProbeResult`s), one bar per Waterbirds group, worst group marked."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(2.2 + 2.6 * len(probes), 4))
     width = 0.8 / len(GROUP_NAMES)
     for g, name in enumerate(GROUP_NAMES):
@@ -72,16 +73,17 @@ def group_accuracy_bars(probes: dict, path: str | Path, title: str = "Test accur
         ax.bar(np.arange(len(probes)) + (g - 1.5) * width, values, width, label=name)
     for i, r in enumerate(probes.values()):
         ax.hlines(r.worst_group, i - 0.4, i + 0.4, colors="black", linestyles="dashed")
-    ax.set_xticks(np.arange(len(probes)), [_wrap(n) for n in probes], fontsize=8)
+    ax.set_xticks(np.arange(len(probes)), [wrap_label(n) for n in probes], fontsize=8)
     ax.set_ylim(0, 1.22)
     ax.set_ylabel("accuracy (dashed: worst group)")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper center", ncol=len(GROUP_NAMES), frameon=False)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _wrap(text: str, width: int = 28) -> str:
+def wrap_label(text: str, width: int = 28) -> str:
+    """Break a label into lines of at most ~`width` characters at spaces."""
     words, lines, line = text.split(), [], ""
     for w in words:
         if len(line) + len(w) + 1 > width and line:
@@ -92,7 +94,8 @@ def _wrap(text: str, width: int = 28) -> str:
     return "\n".join([*lines, line])
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
+    """Save a figure as PNG (110 dpi), creating the folder, and close it."""
     import matplotlib.pyplot as plt
 
     path = Path(path)

@@ -191,9 +191,9 @@ def _plan_actions(editor, ed: dict, place_probe, shortcut_probe, dfr_probe) -> t
 
 
 def _tcav_plot(rows, path):
-    from hrssm.plots import _pyplot, _save
+    from hrssm.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 3.4))
     x = np.arange(len(rows))
     ax.bar(x - 0.18, [r["score"] for r in rows], 0.34, yerr=[np.std(r["scores"]) for r in rows], capsize=3,
@@ -208,7 +208,7 @@ def _tcav_plot(rows, path):
     ax.set_title("Does a water background raise the class logit?", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _markdown(tcav_rows, measures, plan_rows, amounts, group_names, args) -> str:

@@ -146,9 +146,9 @@ def write_study(study: str, rows: list[dict], out: Path, command: str) -> None:
 
 
 def _plot(title: str, rows: list[dict], path: Path) -> None:
-    from hrssm.plots import _pyplot, _save, _wrap
+    from hrssm.plots import pyplot, save_figure, wrap_label
 
-    plt = _pyplot()
+    plt = pyplot()
     panels = [("PSNR gain over the mean image (dB)", lambda r: r["reconstruction"].get("psnr_gain")),
               ("bird, DFR: worst-group accuracy", lambda r: r["probes"][DFR]["worst_group"]),
               ("bird, fit on train: worst-group accuracy", lambda r: r["probes"][ERM]["worst_group"]),
@@ -160,15 +160,15 @@ def _plot(title: str, rows: list[dict], path: Path) -> None:
         ax.barh(range(len(rows)), values, color="tab:blue")
         if "accuracy" in name:
             ax.set_xlim(0, 1.1)
-        ax.set_yticks(range(len(rows)), [_wrap(r["label"], 30) for r in rows] if ax is axes[0] else [""] * len(rows),
-                      fontsize=7)
+        labels = [wrap_label(r["label"], 30) if ax is axes[0] else "" for r in rows]
+        ax.set_yticks(range(len(rows)), labels, fontsize=7)
         ax.invert_yaxis()
         ax.set_title(name, fontsize=9)
         for i, (v, r) in enumerate(zip(values, raw)):
             ax.text(v, i, f" {v:.2f}" if r is not None else " n/a (no decoder)", va="center", fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

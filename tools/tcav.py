@@ -119,9 +119,9 @@ def _folder_images(folder: Path):
 
 
 def _plot(rows: list[dict], concept: str, target: str, path: Path) -> None:
-    from hrssm.plots import _pyplot, _save
+    from hrssm.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(rows), 3.6))
     x = np.arange(len(rows))
     for offset, key, colour, label in ((-0.18, "scores", "tab:blue", f"CAV of {concept}"),
@@ -137,7 +137,7 @@ def _plot(rows: list[dict], concept: str, target: str, path: Path) -> None:
     ax.set_title(f"TCAV: {concept} -> {target} logit", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":
