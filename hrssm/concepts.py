@@ -129,6 +129,21 @@ def tcav(gradients: np.ndarray, concept: np.ndarray, pool: np.ndarray, runs: int
     return tcav_test(gradients, *concept_cavs(concept, pool, runs, set_size, C, seed), alpha)
 
 
+def tcav_by_class(logit_fn: LogitFn, features: np.ndarray, classes: np.ndarray, class_names, cavs: list[CAV],
+                  nulls: list[CAV]) -> list[dict]:
+    """TCAV of each class of a binary probe (`logit_fn`: class-1 logit; class 0's logit is its negative) at the
+    examples of that class (`features` (N, D), `classes` (N,)). One JSON-ready row per class."""
+    rows = []
+    for cls, name in enumerate(class_names):
+        x = features[classes == cls]
+        sign = 1.0 if cls == 1 else -1.0
+        r = tcav_test(logit_gradients(lambda f, s=sign: s * logit_fn(f), x), cavs, nulls)
+        rows.append({"class": name, "score": r.score, "random_mean": float(np.mean(r.random_scores)),
+                     "p_value": r.p_value, "significant": r.significant, "cav_accuracy": r.cav_accuracy,
+                     "scores": r.scores, "random_scores": r.random_scores, "examples": len(x)})
+    return rows
+
+
 # -- edits ------------------------------------------------------------------------------------------------------------
 
 

@@ -82,6 +82,27 @@ def group_accuracy_bars(probes: dict, path: str | Path, title: str = "Test accur
     return save_figure(fig, path)
 
 
+def tcav_bars(rows: list[dict], path: str | Path, concept: str, title: str) -> Path:
+    """TCAV scores per class (rows of `hrssm.concepts.tcav_by_class`) beside the random CAVs' scores, with their
+    spread and the p-value (* when significant)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(rows), 3.6))
+    x = np.arange(len(rows))
+    for offset, key, colour, label in ((-0.18, "scores", "tab:blue", f"CAV of {concept}"),
+                                       (0.18, "random_scores", "tab:gray", "random CAVs")):
+        ax.bar(x + offset, [np.mean(r[key]) for r in rows], 0.34, yerr=[np.std(r[key]) for r in rows],
+               color=colour, label=label, capsize=3)
+    for i, r in enumerate(rows):
+        ax.text(i, 1.04, f"p={r['p_value']:.2g}" + (" *" if r["significant"] else ""), ha="center", fontsize=8)
+    ax.set_xticks(x, [r["class"] for r in rows])
+    ax.set_ylim(0, 1.15)
+    ax.set_ylabel("TCAV score")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def wrap_label(text: str, width: int = 28) -> str:
     """Break a label into lines of at most ~`width` characters at spaces."""
     words, lines, line = text.split(), [], ""

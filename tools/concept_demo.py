@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = p.parse_known_args(argv)
 
     import hrssm
-    from hrssm.data import GROUP_NAMES, WaterbirdsDataError, load_waterbirds, preprocess
+    from hrssm.data import GROUP_NAMES, LABEL_NAMES, WaterbirdsDataError, load_waterbirds, preprocess
     from hrssm.data.counterfactual import add_counterfactuals
     from hrssm.train_config import TrainConfig
     from hrssm.trainer import train
@@ -67,19 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     shortcut = train_probe(tr, va, te, "label")
 
     print("[3/5] TCAV of a water background for the bird probe", flush=True)
-    from hrssm.concepts import concept_cavs, learn_cav, linear_logit_fn, logit_gradients, tcav_test
+    from hrssm.concepts import concept_cavs, learn_cav, linear_logit_fn, tcav_by_class
+    from hrssm.plots import tcav_bars
 
-    logit = linear_logit_fn(shortcut.probe)
     cavs, nulls = concept_cavs(tr["features"][tr["place"] == 1], tr["features"][tr["place"] == 0], args.runs)
-    tcav_rows = []
-    for cls, name in enumerate(("landbird", "waterbird")):
-        sign = 1.0 if cls else -1.0
-        grads = logit_gradients(lambda f, s=sign: s * logit(f), te["features"][te["label"] == cls])
-        r = tcav_test(grads, cavs, nulls)
-        tcav_rows.append({"class": name, "score": r.score, "random_mean": float(np.mean(r.random_scores)),
-                          "p_value": r.p_value, "significant": r.significant, "cav_accuracy": r.cav_accuracy,
-                          "scores": r.scores, "random_scores": r.random_scores})
-    _tcav_plot(tcav_rows, out / "tcav.png")
+    tcav_rows = tcav_by_class(linear_logit_fn(shortcut.probe), te["features"], te["label"], LABEL_NAMES, cavs, nulls)
+    tcav_bars(tcav_rows, out / "tcav.png", "a water background", "Does a water background raise the class logit?")
 
     print("[4/5] CAV edits and action edits on the test images", flush=True)
     test = splits["test"]
@@ -88,9 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     water_cav = learn_cav(tr["features"][tr["place"] == 1], tr["features"][tr["place"] == 0])
     direction = torch.as_tensor(np.where(place == 0, 1.0, -1.0))  # towards the other background
     size = demo.cfg.image_size
+    cf_train = add_counterfactuals(splits["train"], "train", cfg.data.synthetic_seed)
+    cf_images = preprocess(cf_test["counterfactual"], size)
     measures, pictures = {}, {}
     for name, model in (("CAV edit (demo model)", demo), ("action edit (edit-trained model)", editor)):
-        cf_train = add_counterfactuals(splits["train"], "train", cfg.data.synthetic_seed)
         f_cf = np.concatenate([_encode(model, cf_train[c]) for c in ("image", "counterfactual")])
         places = np.r_[cf_train["place"], 1 - np.asarray(cf_train["place"])]
         p_probe = fit_logistic(f_cf, places)
@@ -101,10 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             "background flipped (place probe on the re-encoded edit)": float((p_probe.predict(f_edit) != place).mean()),
             "background kept without the edit (reconstruction)": float((p_probe.predict(f_rec) == place).mean()),
             "bird probe call kept": float((b_probe.predict(f_edit) == b_probe.predict(f_rec)).mean()),
-            "MSE to the true counterfactual": float(((edited - preprocess(cf_test["counterfactual"], size)) ** 2)
-                                                    .mean()),
-            "MSE of the unedited reconstruction to it": float(((recon - preprocess(cf_test["counterfactual"], size))
-                                                               ** 2).mean()),
+            "MSE to the true counterfactual": float(((edited - cf_images) ** 2).mean()),
+            "MSE of the unedited reconstruction to it": float(((recon - cf_images) ** 2).mean()),
         }
         pictures[name] = (recon, edited)
 
@@ -116,10 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     plan_rows, amounts = _plan_actions(editor, ed, e_place, e_short.probe, e_dfr.probe)
     idx = [int(i) for g in range(4) for i in np.flatnonzero(np.asarray(test["group"]) == g)[:2]]
     x = preprocess([test[i]["image"] for i in idx], size)
-    cfx = preprocess([cf_test[i]["counterfactual"] for i in idx], size)
     rows = [x, pictures["CAV edit (demo model)"][0][idx], pictures["CAV edit (demo model)"][1][idx],
             pictures["action edit (edit-trained model)"][0][idx], pictures["action edit (edit-trained model)"][1][idx],
-            cfx]
+            cf_images[idx]]
     from hrssm.viz import image_grid
 
     image_grid(torch.stack(rows)).resize((len(idx) * 66 * 2, len(rows) * 66 * 2)).save(out / "edits.png")
@@ -188,27 +179,6 @@ def _plan_actions(editor, ed: dict, place_probe, shortcut_probe, dfr_probe) -> t
             row[probe_name] = {"average": r.average, "worst_group": r.worst_group, "per_group": r.per_group}
         rows[name] = row
     return rows, amounts.numpy()
-
-
-def _tcav_plot(rows, path):
-    from hrssm.plots import pyplot, save_figure
-
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(4.6, 3.4))
-    x = np.arange(len(rows))
-    ax.bar(x - 0.18, [r["score"] for r in rows], 0.34, yerr=[np.std(r["scores"]) for r in rows], capsize=3,
-           label="CAV of a water background", color="tab:blue")
-    ax.bar(x + 0.18, [r["random_mean"] for r in rows], 0.34, yerr=[np.std(r["random_scores"]) for r in rows],
-           capsize=3, label="random CAVs", color="tab:gray")
-    for i, r in enumerate(rows):
-        ax.text(i, 1.04, f"p={r['p_value']:.2g}", ha="center", fontsize=8)
-    ax.set_xticks(x, [r["class"] for r in rows])
-    ax.set_ylim(0, 1.15)
-    ax.set_ylabel("TCAV score")
-    ax.set_title("Does a water background raise the class logit?", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    save_figure(fig, path)
 
 
 def _markdown(tcav_rows, measures, plan_rows, amounts, group_names, args) -> str:

@@ -22,8 +22,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def parse_concept(text: str) -> tuple[str, int]:
     key, sep, value = text.partition("=")
@@ -47,10 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     import hrssm
-    from hrssm.concepts import concept_cavs, linear_logit_fn, logit_gradients, tcav_test
+    from hrssm.concepts import concept_cavs, linear_logit_fn, tcav_by_class
     from hrssm.data import LABEL_NAMES, PLACE_NAMES, WaterbirdsDataError, load_waterbirds
     from hrssm.evaluation import dfr_probe, train_probe
     from hrssm.latents import dataset_latents
+    from hrssm.plots import tcav_bars
 
     try:
         if (args.concept is None) == (args.concept_folder is None):
@@ -81,15 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     names = LABEL_NAMES if args.target == "label" else PLACE_NAMES
     cavs, nulls = concept_cavs(concept, pool, args.runs, args.set_size, seed=args.seed)
-    rows = []
-    for cls, cls_name in enumerate(names):
-        x = test["features"][test[args.target] == cls]
-        sign = 1.0 if cls == 1 else -1.0  # class 0's logit is minus the probe's
-        grads = logit_gradients(lambda f, s=sign: s * logit(f), x)
-        r = tcav_test(grads, cavs, nulls)
-        rows.append({"class": cls_name, "score": r.score, "random_mean": float(np.mean(r.random_scores)),
-                     "p_value": r.p_value, "significant": r.significant, "cav_accuracy": r.cav_accuracy,
-                     "scores": r.scores, "random_scores": r.random_scores, "examples": len(x)})
+    rows = tcav_by_class(logit, test["features"], test[args.target], names, cavs, nulls)
     lines = [f"TCAV of concept `{name}` for the {args.target} probe ({args.probe}), {args.runs} random sets of "
              f"{min(args.set_size, len(concept), len(pool) // 2)}", "",
              "| class | TCAV score | random CAVs | p (two-sided t-test) | significant | CAV held-out accuracy |",
@@ -102,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "tcav.json").write_text(json.dumps({"concept": name, "target": args.target, "probe": args.probe,
                                                "model": str(args.model), "rows": rows}, indent=2))
-    _plot(rows, name, args.target, out / "tcav.png")
+    tcav_bars(rows, out / "tcav.png", name, f"TCAV: {name} -> {args.target} logit")
     print(f"wrote {out / 'tcav.json'} and {out / 'tcav.png'}")
     return 0
 
@@ -116,28 +107,6 @@ def _folder_images(folder: Path):
     if len(files) < 3:
         raise ValueError(f"--concept-folder {folder} has {len(files)} images (.png/.jpg); a concept needs >= 3")
     return [Image.open(f).convert("RGB") for f in files]
-
-
-def _plot(rows: list[dict], concept: str, target: str, path: Path) -> None:
-    from hrssm.plots import pyplot, save_figure
-
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(rows), 3.6))
-    x = np.arange(len(rows))
-    for offset, key, colour, label in ((-0.18, "scores", "tab:blue", f"CAV of {concept}"),
-                                       (0.18, "random_scores", "tab:gray", "random CAVs")):
-        vals = [np.mean(r[key]) for r in rows]
-        err = [np.std(r[key]) for r in rows]
-        ax.bar(x + offset, vals, 0.34, yerr=err, color=colour, label=label, capsize=3)
-    for i, r in enumerate(rows):
-        ax.text(i, 1.04, f"p={r['p_value']:.2g}" + (" *" if r["significant"] else ""), ha="center", fontsize=8)
-    ax.set_xticks(x, [r["class"] for r in rows])
-    ax.set_ylim(0, 1.15)
-    ax.set_ylabel("TCAV score")
-    ax.set_title(f"TCAV: {concept} -> {target} logit", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    save_figure(fig, path)
 
 
 if __name__ == "__main__":
