@@ -148,9 +148,10 @@ def tcav_by_class(logit_fn: LogitFn, features: np.ndarray, classes: np.ndarray, 
 
 
 def latents_to_features(lat: dict[str, torch.Tensor]) -> torch.Tensor:
-    """{h, z, s} -> (B, D) features [h, z, s of every cell] (as `WorldModel.features` / `Encoder.encode`)."""
-    parts = [lat["h"], lat["z"]] + ([lat["s"].flatten(-2)] if lat.get("s") is not None else [])
-    return torch.cat(parts, dim=-1)
+    """{h, z, s} -> (B, D) features [h, z, s of every cell] (`HierarchicalRSSM.features`, as `Encoder.encode`)."""
+    from .rssm import HierarchicalRSSM
+
+    return HierarchicalRSSM.features(lat["h"], lat["z"], lat.get("s"))
 
 
 def features_to_latents(features: torch.Tensor, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

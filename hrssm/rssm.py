@@ -168,7 +168,8 @@ class HierarchicalRSSM(nn.Module):
                           post_global=stack("qg") if observed else None, prior_local=stack("pl"),
                           post_local=stack("ql") if observed else None)
 
-    def features(self, h: torch.Tensor, z: torch.Tensor, s: torch.Tensor | None) -> torch.Tensor:
+    @staticmethod
+    def features(h: torch.Tensor, z: torch.Tensor, s: torch.Tensor | None) -> torch.Tensor:
         """Flat features [h, z, s of every cell in row-major order] with any leading shape.
 
         (Averaging s over cells, the first choice, washed out small objects: a bird probe fell to chance.)
