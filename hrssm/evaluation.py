@@ -140,20 +140,19 @@ def linear_probe(train: dict[str, np.ndarray], test: dict[str, np.ndarray], targ
     return r
 
 
-PROBES = {
-    "bird (label), fit on train": "train",
-    "bird (label), DFR: balanced val half, tuned on the other": "dfr",
-    "background (place), fit on train": "place",
-}
+ERM_PROBE = "bird (label), fit on train"
+DFR_PROBE = "bird (label), DFR: balanced val half, tuned on the other"
+PLACE_PROBE = "background (place), fit on train"
+PROBES = (ERM_PROBE, DFR_PROBE, PLACE_PROBE)  # the names of `standard_probes`, in its order
 
 
 def standard_probes(feats: dict[str, dict[str, np.ndarray]], grid=C_GRID) -> dict[str, ProbeResult]:
     """The evaluation protocol on {"train", "validation", "test"} features: the three probes of `PROBES`."""
     train, val, test = feats["train"], feats["validation"], feats["test"]
     return {
-        "bird (label), fit on train": train_probe(train, val, test, "label", grid),
-        "bird (label), DFR: balanced val half, tuned on the other": dfr_probe(val, test, train["group"], "label", grid),
-        "background (place), fit on train": train_probe(train, val, test, "place", grid),
+        ERM_PROBE: train_probe(train, val, test, "label", grid),
+        DFR_PROBE: dfr_probe(val, test, train["group"], "label", grid),
+        PLACE_PROBE: train_probe(train, val, test, "place", grid),
     }
 
 

@@ -20,11 +20,12 @@ import sys
 import time
 from pathlib import Path
 
+from hrssm.evaluation import DFR_PROBE as DFR
+from hrssm.evaluation import ERM_PROBE as ERM
+from hrssm.evaluation import PLACE_PROBE as PLACE
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "recipes" / "configs" / "demo.yaml"
-DFR = "bird (label), DFR: balanced val half, tuned on the other"
-ERM = "bird (label), fit on train"
-PLACE = "background (place), fit on train"
 
 # variant -> (label, overrides of demo.yaml, kind)
 VARIANTS: dict[str, tuple[str, list[str], str]] = {
