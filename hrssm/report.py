@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,33 +20,73 @@ import torch
 
 from .data import GROUP_NAMES, load_waterbirds, preprocess
 from .data.contact_sheet import contact_sheet
-from .evaluation import C_GRID, ProbeResult, encode_dataset, probe_table, standard_probes
+from .evaluation import (DFR_PROBE, PROBE_SEEDS, ProbeResult, encode_dataset, floors_table, pixel_features,
+                         probe_table, standard_probes)
 from .viz import image_grid
 from .world_model import WorldModel
 
 SPLITS = ("train", "validation", "test")
 RECON_KEYS = ("recon_std_ratio", "psnr", "psnr_mean_image", "psnr_gain")
+TRAINED = "trained"
+RANDOM_INIT = "random init (same config, seed 0)"
+PIXEL_SIZE = 32
+
+
+def pixels_name(size: int = PIXEL_SIZE) -> str:
+    return f"raw pixels ({size}x{size})"
 
 
 @dataclass
 class EvalResult:
-    probes: dict[str, ProbeResult]
+    probes: dict[str, ProbeResult]  # the trained model's probes
     reconstruction: dict[str, float]  # empty for a model without a pixel decoder
-    table: str  # markdown: the reconstruction line and the probe table
+    table: str  # markdown: the reconstruction line, the floors table and the trained model's probe table
+    floors: dict[str, dict[str, ProbeResult]] = field(default_factory=dict)  # feature set -> probes (trained too)
     pictures: dict[str, str] = field(default_factory=dict)  # name -> file in the output folder
     sizes: dict[str, int] = field(default_factory=dict)  # images per split
 
+    @property
+    def margin(self) -> float:
+        """Headline DFR worst group of the trained model minus the best of its floors (nan without floors)."""
+        others = [p[DFR_PROBE].worst_group for name, p in self.floors.items() if name != TRAINED]
+        return self.probes[DFR_PROBE].worst_group - max(others) if others else float("nan")
+
     def to_dict(self) -> dict:
         return {"reconstruction": self.reconstruction, "probes": {k: v.to_dict() for k, v in self.probes.items()},
-                "pictures": self.pictures, "split_sizes": self.sizes}
+                "features": {name: {k: v.to_dict() for k, v in p.items()} for name, p in self.floors.items()},
+                "dfr_worst_group_margin_over_floors": self.margin, "pictures": self.pictures,
+                "split_sizes": self.sizes}
+
+
+def random_init_encoder(cfg, seed: int = 0):
+    """An `hrssm.Encoder` of `cfg` with freshly initialized weights (seeded, the global RNG left as it was)."""
+    from .export import Encoder
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Encoder(cfg).eval()
+
+
+def feature_sets(model, splits: dict, batch_size: int = 128, floors: bool = True,
+                 pixel_size: int = PIXEL_SIZE, progress: bool = True) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """{feature set: {split: features}}: the model's latents (with held-out reconstruction metrics on test) and,
+    with `floors`, a random-init model of the same config and raw pixels, for the same images."""
+    out = {TRAINED: {s: encode_dataset(model, d, batch_size, with_recon_metrics=(s == "test"), progress=progress)
+                     for s, d in splits.items()}}
+    if floors:
+        rand = random_init_encoder(model.cfg).to(next(model.parameters()).device)
+        out[RANDOM_INIT] = {s: encode_dataset(rand, d, batch_size, progress=progress) for s, d in splits.items()}
+        out[pixels_name(pixel_size)] = {s: pixel_features(d, pixel_size) for s, d in splits.items()}
+    return out
 
 
 def evaluate_model(model: WorldModel, data: str | os.PathLike, out_dir: str | os.PathLike, *, pictures: bool = True,
-                   latent_maps: tuple[str, ...] = ("tsne", "umap"), grid=C_GRID, batch_size: int = 128,
-                   report_intro: list[str] | None = None, extra_json: dict | None = None,
-                   progress=print) -> EvalResult:
-    """Encode train / validation / test of `data` (any `load_waterbirds` source), fit the probes, measure held-out
-    reconstructions, draw the pictures, and write `eval.json` and `report.md` into `out_dir`.
+                   latent_maps: tuple[str, ...] = ("tsne", "umap"), floors: bool = True,
+                   seeds: Sequence[int] = PROBE_SEEDS, batch_size: int = 128, report_intro: list[str] | None = None,
+                   extra_json: dict | None = None, progress=print) -> EvalResult:
+    """Encode train / validation / test of `data` (any `load_waterbirds` source), fit the probes on the model's
+    features and on its floors (random init, raw pixels), measure held-out reconstructions, draw the pictures, and
+    write `eval.json` and `report.md` into `out_dir`.
 
     latent_maps: "tsne" always works (scikit-learn); "umap" is drawn when umap-learn is installed, else skipped.
     report_intro: markdown lines put before the results; extra_json: more entries for eval.json.
@@ -54,23 +95,29 @@ def evaluate_model(model: WorldModel, data: str | os.PathLike, out_dir: str | os
     out.mkdir(parents=True, exist_ok=True)
     size = model.cfg.image_size
     splits = {s: load_waterbirds(data, s, image_size=size) for s in SPLITS}
-    progress(f"encoding {', '.join(f'{s} ({len(d)})' for s, d in splits.items())}")
-    feats = {s: encode_dataset(model, d, batch_size, with_recon_metrics=(s == "test")) for s, d in splits.items()}
-    recon = {k: float(feats["test"][k]) for k in RECON_KEYS if k in feats["test"]}
-    progress("fitting the probes (C chosen on worst-group accuracy of the held-out selection set)")
-    probes = standard_probes(feats, grid)
+    progress(f"encoding {', '.join(f'{s} ({len(d)})' for s, d in splits.items())}"
+             + (": the model, a random-init model of its config, raw pixels" if floors else ""))
+    feats = feature_sets(model, splits, batch_size, floors, progress=progress is not None)
+    recon = {k: float(feats[TRAINED]["test"][k]) for k in RECON_KEYS if k in feats[TRAINED]["test"]}
+    progress(f"fitting the probes ({len(seeds)} probe seeds; hyperparameters chosen on validation worst group)")
+    results = {name: standard_probes(f, seeds) for name, f in feats.items()}
 
     lines = []
     if recon:
         lines += [f"Reconstruction of {min(1024, len(splits['test']))} held-out test images: recon_std_ratio "
                   f"{recon['recon_std_ratio']:.3f}, PSNR {recon['psnr']:.2f} dB vs the mean image's "
                   f"{recon['psnr_mean_image']:.2f} dB (+{recon['psnr_gain']:.2f} dB)", ""]
-    table = "\n".join(lines + [probe_table(probes, GROUP_NAMES)])
-    result = EvalResult(probes, recon, table, sizes={s: len(d) for s, d in splits.items()})
+    spread = f"mean ± std over {len(seeds)} probe seeds" if len(seeds) > 1 else "one probe seed"
+    lines += [f"Test accuracy ({spread}) of the trained features and their floors:", "", floors_table(results), ""]
+    result = EvalResult(results[TRAINED], recon, "", results, sizes={s: len(d) for s, d in splits.items()})
+    if floors:
+        lines += [f"Bird, DFR worst group: {result.margin:+.3f} over the best floor.", ""]
+    lines += ["Every probe on the trained features:", "", probe_table(results[TRAINED], GROUP_NAMES)]
+    result.table = "\n".join(lines)
 
     if pictures:
         progress("drawing the pictures")
-        result.pictures = _pictures(model, splits["test"], feats["test"], probes, out, latent_maps)
+        result.pictures = _pictures(model, splits["test"], feats[TRAINED]["test"], result.probes, out, latent_maps)
     _write_json(out / "eval.json", {**result.to_dict(), **(extra_json or {})})
     _write_report(out, result, report_intro or [])
     return result
@@ -107,10 +154,14 @@ def reconstruction_grid(model: WorldModel, ds, per_group: int = 2):
 
 def _write_report(out: Path, result: EvalResult, intro: list[str]) -> None:
     text = ["# hrssm evaluation report", "", *intro, "## Results", "", result.table, "",
-            "Probes: logistic regression on standardized latent features `[h, z, s of every cell]`. *fit on train*: "
-            "C chosen by worst-group accuracy on validation. *DFR*: fit on a group-balanced half of validation, C "
-            "chosen by worst-group accuracy on the other half (Kirichenko et al. 2022). Adjusted average: per-group "
-            "test accuracies weighted by the train group proportions. Numbers: `eval.json`.", ""]
+            "Probes (hrssm/evaluation.py, docs/evaluation.md) on standardized features; every hyperparameter is chosen "
+            "by worst-group accuracy on validation data, never on test. *DFR (reference)*: Kirichenko et al. 2022 as "
+            "their code: C tuned on validation halves, then 20 logistic regressions (L1) on group-balanced subsamples "
+            "of the whole validation set, averaged. *DFR (half of validation)*: fit on a balanced half, C chosen on "
+            "the other. *fit on train*: the shortcut-prone ERM probe. *kNN*: a weighted 20-nearest-neighbour vote "
+            "among balanced validation images. Floors: the same probes on a randomly initialised model of the same "
+            "config and on raw pixels. Adjusted average: per-group test accuracies weighted by the train group "
+            "proportions. Every number, with WILDS-style keys: `eval.json`.", ""]
     if result.pictures:
         text += ["## Pictures", ""]
         for name, file in result.pictures.items():

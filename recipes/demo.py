@@ -7,9 +7,11 @@
 2. trains recipes/configs/demo.yaml with Accelerate (resumes / reuses runs/demo if it is there)
 3. loads the export (runs/demo/export) the way a user would, with WorldModel.from_pretrained
 4. evaluates it (hrssm.report.evaluate_model, as recipes/eval_probe.py): reconstructions of held-out test images
-   against the mean-image floor; linear probes on the latents (bird fit on train, bird DFR-style, background)
-5. prints the probe table (average / worst-group / adjusted accuracy); runs/demo/report.md has it with the
-   pictures (reconstructions, per-group accuracy bars, t-SNE of test latents)
+   against the mean-image floor; probes on the latents (bird by DFR as published, by DFR on half of validation,
+   fit on train, by kNN; background), beside the same probes on a random-init model of the same config and on raw
+   pixels (the floors)
+5. prints the tables (worst-group / average / adjusted accuracy, mean ± std over probe seeds); runs/demo/report.md
+   has them with the pictures (reconstructions, per-group accuracy bars, t-SNE of test latents)
 """
 
 from __future__ import annotations

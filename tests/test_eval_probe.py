@@ -6,7 +6,7 @@ import pytest
 from recipes_loader import load_recipe
 
 from hrssm import ModelConfig, WorldModel, export
-from hrssm.evaluation import PROBES
+from hrssm.evaluation import DFR_C_GRID, DFR_PROBE, ERM_PROBE, PLACE_PROBE, PROBES, wilds_group_names
 
 
 @pytest.fixture(scope="module")
@@ -17,19 +17,27 @@ def export_dir(tmp_path_factory):
     return out
 
 
-def test_eval_probe_writes_the_table_json_pictures_and_report(export_dir, synthetic_disk, tmp_path, capsys):
+def test_eval_probe_writes_the_floors_table_json_pictures_and_report(export_dir, synthetic_disk, tmp_path, capsys):
     out = tmp_path / "eval"
     assert load_recipe("eval_probe").main(["--model", str(export_dir), "--data", str(synthetic_disk),
-                                           "--out", str(out)]) == 0
+                                           "--out", str(out), "--seeds", "2"]) == 0
     printed = capsys.readouterr().out
-    assert "| probe | average | worst group | adjusted average | C |" in printed
+    assert "| probe | average | worst group | adjusted average | C / k |" in printed
     result = json.loads((out / "eval.json").read_text())
     assert set(result["probes"]) == set(PROBES)
+    assert list(result["features"]) == ["trained", "random init (same config, seed 0)", "raw pixels (32x32)"]
+    for features, probes in result["features"].items():
+        assert set(probes) == set(PROBES)
+        assert f"| {features} | {probes[DFR_PROBE]['acc_wg']:.3f} ± {probes[DFR_PROBE]['acc_wg_std']:.3f} |" \
+            in printed
     for name, probe in result["probes"].items():
-        assert 0 <= probe["worst_group"] <= probe["average"] + 1e-9 <= 1 + 1e-9, name
-        assert probe["C"] in (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+        assert 0 <= probe["acc_wg"] <= probe["acc_avg"] + 1e-9 <= 1 + 1e-9, name
+        # the mean over probe seeds of each seed's worst group: at most the worst of the mean per-group accuracies
+        assert probe["acc_wg"] <= min(probe[f"acc_{g}"] for g in wilds_group_names()) + 1e-9
         assert sum(probe["group_counts"]) == result["split_sizes"]["test"]
-        assert f"| {name} | {probe['average']:.3f} | {probe['worst_group']:.3f} |" in printed
+        assert probe["seeds"] == (1 if name in (ERM_PROBE, PLACE_PROBE) else 2)
+    assert result["probes"][DFR_PROBE]["hyper"][0] in DFR_C_GRID
+    assert isinstance(result["dfr_worst_group_margin_over_floors"], float)
     assert set(result["reconstruction"]) == {"recon_std_ratio", "psnr", "psnr_mean_image", "psnr_gain"}
     report = (out / "report.md").read_text()
     for picture in result["pictures"].values():
@@ -43,9 +51,9 @@ def test_eval_probe_without_pictures_and_without_a_decoder(tmp_path, synthetic_d
                                          loss={"objective": "latent_prediction"})), export_dir)
     out = tmp_path / "eval"
     assert load_recipe("eval_probe").main(["--model", str(export_dir), "--data", str(synthetic_disk), "--out", str(out),
-                                           "--no-pictures"]) == 0
+                                           "--no-pictures", "--no-floors", "--seeds", "1"]) == 0
     result = json.loads((out / "eval.json").read_text())
-    assert result["reconstruction"] == {} and result["pictures"] == {}
+    assert result["reconstruction"] == {} and result["pictures"] == {} and list(result["features"]) == ["trained"]
     assert "Reconstruction" not in capsys.readouterr().out
 
 

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ed = {sp: dataset_latents(editor, ds, progress=False) for sp, ds in splits.items()}
     e_place = train_probe(ed["train"], ed["validation"], ed["test"], "place").probe
     e_short = train_probe(ed["train"], ed["validation"], ed["test"], "label")
-    e_dfr = dfr_probe(ed["validation"], ed["test"], ed["train"]["group"], "label")
+    e_dfr = dfr_probe(ed["train"], ed["validation"], ed["test"], "label", seeds=(0,))
     plan_rows, amounts = _plan_actions(editor, ed, e_place, e_short.probe, e_dfr.probe)
     idx = [int(i) for g in range(4) for i in np.flatnonzero(np.asarray(test["group"]) == g)[:2]]
     x = preprocess([test[i]["image"] for i in idx], size)

@@ -15,16 +15,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from hrssm.evaluation import DFR_PROBE as DFR
 from hrssm.evaluation import ERM_PROBE as ERM
+from hrssm.evaluation import KNN_PROBE as KNN
 from hrssm.evaluation import PLACE_PROBE as PLACE
+from hrssm._io import atomic_write_text
+from hrssm.report import RECON_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
+PROTOCOL = 2  # the evaluation protocol's version: cached rows of another protocol are re-evaluated
 DEMO = ROOT / "recipes" / "configs" / "demo.yaml"
 
 # variant -> (label, overrides of demo.yaml, kind)
@@ -66,16 +72,18 @@ STUDIES: dict[str, tuple[str, list[str]]] = {
 
 
 def run_variant(name: str, args) -> dict:
-    """Train (or reuse) one variant and evaluate it; the row is cached in <runs>/<name>/study.json."""
+    """Train (or reuse) one variant and evaluate it beside its random-init floor; the row is cached in
+    <runs>/<name>/study.json."""
     label, overrides, kind = VARIANTS[name]
     run_dir = Path(args.runs) / name
-    spec = {"overrides": overrides, "kind": kind, "steps": args.steps, "data": str(args.data)}
+    spec = {"overrides": overrides, "kind": kind, "steps": args.steps, "data": str(args.data),
+            "protocol": PROTOCOL, "seeds": args.probe_seeds}
     cache = run_dir / "study.json"
     if cache.exists():
         row = json.loads(cache.read_text())
         if row.get("spec") == spec:
             return row
-    from hrssm.report import evaluate_model
+    from hrssm.evaluation import standard_probes
     from hrssm.train_config import TrainConfig
 
     common = ["--output_dir", str(run_dir), "--data.source", str(args.data), "--optim.max_steps", str(args.steps),
@@ -84,35 +92,61 @@ def run_variant(name: str, args) -> dict:
     cfg = TrainConfig.load(DEMO, common + overrides)
     print(f"== {name}: {label}", flush=True)
     start = time.perf_counter()
+    splits = _splits(args.data, cfg.model_config().image_size)
     if kind == "wm":
+        from hrssm.report import RANDOM_INIT, TRAINED, feature_sets
         from hrssm.trainer import train
 
         result = train(cfg)
         model, metrics = result.model.eval(), result.metrics
         seconds = time.perf_counter() - start
-        ev = evaluate_model(model, args.data, run_dir / "eval", pictures=False, progress=lambda m: None)
-        probes, recon = ev.probes, ev.reconstruction
+        feats = feature_sets(model, splits, floors=True, progress=False)
+        feats = {"trained": feats[TRAINED], "random init": feats[RANDOM_INIT]}
         params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("target_encoder"))
     else:
-        from hrssm.baselines import train_vae, vae_features
-        from hrssm.data import load_waterbirds
-        from hrssm.evaluation import standard_probes
+        from hrssm.baselines import ViTVAE, train_vae, vae_features
 
-        model, metrics = train_vae(cfg, beta=float(kind.split(":")[1]))
+        beta = float(kind.split(":")[1])
+        model, metrics = train_vae(cfg, beta=beta)
         seconds = time.perf_counter() - start
-        feats = {s: vae_features(model, load_waterbirds(args.data, s, image_size=cfg.model_config().image_size),
-                                 with_recon_metrics=(s == "test")) for s in ("train", "validation", "test")}
-        probes = standard_probes(feats)
-        recon = {k: float(feats["test"][k]) for k in ("recon_std_ratio", "psnr", "psnr_mean_image", "psnr_gain")}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            random_vae = ViTVAE(cfg.model_config(), beta).eval()
+        feats = {"trained": {s: vae_features(model, d, with_recon_metrics=(s == "test")) for s, d in splits.items()},
+                 "random init": {s: vae_features(random_vae, d) for s, d in splits.items()}}
         params = sum(p.numel() for p in model.parameters())
+    seeds = tuple(range(args.probe_seeds))
+    probes = {k: standard_probes(f, seeds) for k, f in feats.items()}
+    recon = {k: float(feats["trained"]["test"][k]) for k in RECON_KEYS if k in feats["trained"]["test"]}
     row = {"name": name, "label": label, "spec": spec, "train_seconds": round(seconds, 1), "params": params,
            "kl_global_raw": metrics.get("kl_global_raw"), "kl_local_raw": metrics.get("kl_local_raw"),
-           "reconstruction": recon, "probes": {k: v.to_dict() for k, v in probes.items()}}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps(row, indent=2))
-    os.replace(tmp, cache)
+           "reconstruction": recon, "probes": {k: v.to_dict() for k, v in probes["trained"].items()},
+           "random_init": {k: v.to_dict() for k, v in probes["random init"].items()}}
+    atomic_write_text(cache, json.dumps(row, indent=2))
     print(f"   {_cells(row)}", flush=True)
+    return row
+
+
+def _splits(data, image_size: int) -> dict:
+    from hrssm.data import load_waterbirds
+    from hrssm.report import SPLITS
+
+    return {s: load_waterbirds(data, s, image_size=image_size) for s in SPLITS}
+
+
+def pixel_row(args) -> dict:
+    """The raw-pixel floor (32x32), the same for every variant of one dataset; cached in <runs>/pixels.json."""
+    from hrssm.evaluation import pixel_features, standard_probes
+
+    cache = Path(args.runs) / "pixels.json"
+    spec = {"data": str(args.data), "protocol": PROTOCOL, "seeds": args.probe_seeds}
+    if cache.exists() and json.loads(cache.read_text()).get("spec") == spec:
+        return json.loads(cache.read_text())
+    feats = {s: pixel_features(d) for s, d in _splits(args.data, 32).items()}
+    probes = standard_probes(feats, tuple(range(args.probe_seeds)))
+    row = {"spec": spec, "probes": {k: v.to_dict() for k, v in probes.items()}}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cache, json.dumps(row, indent=2))
     return row
 
 
@@ -120,49 +154,71 @@ def _fmt(v, spec=".3f") -> str:
     return "n/a" if v is None else format(v, spec)
 
 
-def _cells(row: dict) -> str:
-    r, p = row["reconstruction"], row["probes"]
+def _pm(probe: dict) -> str:
+    return f"{probe['acc_wg']:.3f} ± {probe['acc_wg_std']:.3f}"
+
+
+def _cells(row: dict, pixels: dict | None = None) -> str:
+    r, p, f = row["reconstruction"], row["probes"], row["random_init"]
+    floor = max(f[DFR]["acc_wg"], pixels["probes"][DFR]["acc_wg"] if pixels else 0.0)
     return " | ".join([
         _fmt(r.get("recon_std_ratio"), ".2f"), _fmt(r.get("psnr_gain"), ".2f"),
         _fmt(row["kl_global_raw"], ".2f"), _fmt(row["kl_local_raw"], ".1f"),
-        f"{p[ERM]['average']:.3f} / {p[ERM]['worst_group']:.3f}",
-        f"{p[DFR]['average']:.3f} / {p[DFR]['worst_group']:.3f}", f"{p[DFR]['adjusted_average']:.3f}",
-        f"{p[PLACE]['average']:.3f}", f"{row['params'] / 1e6:.2f} M", f"{row['train_seconds']:.0f}"])
+        f"**{_pm(p[DFR])}**", _pm(f[DFR]), f"{p[DFR]['acc_wg'] - floor:+.3f}", f"{p[DFR]['acc_avg']:.3f}",
+        f"{p[ERM]['acc_wg']:.3f} / {p[ERM]['adj_acc_avg']:.3f}", _pm(p[KNN]), f"{p[PLACE]['acc_avg']:.3f}",
+        f"{row['params'] / 1e6:.2f} M", f"{row['train_seconds']:.0f}"])
 
 
-HEADER = ("| setting | recon std ratio | PSNR gain (dB) | KL global | KL local | bird, fit on train: avg / worst | "
-          "bird, DFR: avg / worst | bird, DFR: adjusted avg | place probe avg | params | train s |")
+HEADER = ("| setting | recon std ratio | PSNR gain (dB) | KL global | KL local | bird, DFR: worst group | "
+          "same config, random init: DFR worst group | margin over the best floor | bird, DFR: average | "
+          "bird, fit on train: worst / adjusted avg | bird, kNN: worst group | background accuracy | params | "
+          "train s |")
 
 
-def write_study(study: str, rows: list[dict], out: Path, command: str) -> None:
+def write_study(study: str, rows: list[dict], pixels: dict, out: Path, command: str) -> None:
     title, _ = STUDIES[study]
-    lines = [f"# {title}", "", f"Made by `{command}` (tiny model, synthetic Waterbirds 64x64, "
-             f"{rows[0]['spec']['steps']} steps, batch 16, one seed; see docs/studies/README.md).", "",
-             HEADER, "| " + " | ".join(["---"] * 11) + " |"]
-    lines += [f"| {row['label']} | {_cells(row)} |" for row in rows]
+    pp = pixels["probes"]
+    lines = [f"# {title}", "", f"Made by `{command}` (tiny model unless the row says otherwise, synthetic "
+             f"Waterbirds 64x64, {rows[0]['spec']['steps']} steps of batch 16; probes: docs/evaluation.md, "
+             f"mean ± std over {rows[0]['spec']['seeds']} probe seeds; see docs/studies/README.md).", "",
+             HEADER, "| " + " | ".join(["---"] * 14) + " |"]
+    lines += [f"| {row['label']} | {_cells(row, pixels)} |" for row in rows]
+    lines += [f"| *floor: raw pixels (32x32)* | | | | | {_pm(pp[DFR])} | | | {pp[DFR]['acc_avg']:.3f} | "
+              f"{pp[ERM]['acc_wg']:.3f} / {pp[ERM]['adj_acc_avg']:.3f} | {_pm(pp[KNN])} | "
+              f"{pp[PLACE]['acc_avg']:.3f} | | |"]
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{study}.md").write_text("\n".join(lines) + "\n")
-    (out / f"{study}.json").write_text(json.dumps({"title": title, "command": command, "rows": rows}, indent=2))
-    _plot(title, rows, out / f"{study}.png")
+    atomic_write_text(out / f"{study}.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / f"{study}.json", json.dumps({"title": title, "command": command, "rows": rows,
+                                                         "pixels": pixels}, indent=2))
+    _plot(title, rows, pixels, out / f"{study}.png")
 
 
-def _plot(title: str, rows: list[dict], path: Path) -> None:
+def _plot(title: str, rows: list[dict], pixels: dict, path: Path) -> None:
     from hrssm.plots import pyplot, save_figure, wrap_label
 
     plt = pyplot()
-    panels = [("PSNR gain over the mean image (dB)", lambda r: r["reconstruction"].get("psnr_gain")),
-              ("bird, DFR: worst-group accuracy", lambda r: r["probes"][DFR]["worst_group"]),
-              ("bird, fit on train: worst-group accuracy", lambda r: r["probes"][ERM]["worst_group"]),
-              ("background probe: accuracy", lambda r: r["probes"][PLACE]["average"])]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2 + 0.25 * len(rows)))
-    for ax, (name, get) in zip(axes, panels):
+    panels = [("PSNR gain over the mean image (dB)", lambda r: r["reconstruction"].get("psnr_gain"), None),
+              ("bird, DFR: worst group (random init: gray)", lambda r: r["probes"][DFR]["acc_wg"],
+               lambda r: r["random_init"][DFR]["acc_wg"]),
+              ("bird, fit on train: worst group", lambda r: r["probes"][ERM]["acc_wg"],
+               lambda r: r["random_init"][ERM]["acc_wg"]),
+              ("background probe: accuracy", lambda r: r["probes"][PLACE]["acc_avg"], None)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2 + 0.3 * len(rows)))
+    y = np.arange(len(rows))
+    for ax, (name, get, floor) in zip(axes, panels):
         raw = [get(r) for r in rows]
         values = [v if v is not None else 0.0 for v in raw]
-        ax.barh(range(len(rows)), values, color="tab:blue")
-        if "accuracy" in name:
+        errors = [r["probes"][DFR]["acc_wg_std"] for r in rows] if "DFR" in name else None
+        ax.barh(y, values, height=0.6 if floor else 0.8, xerr=errors, color="tab:blue", capsize=2)
+        if floor:
+            ax.barh(y + 0.3, [floor(r) for r in rows], height=0.25, color="tab:gray")
+            if "DFR" in name:
+                ax.axvline(pixels["probes"][DFR]["acc_wg"], color="black", ls=":", lw=1, label="raw pixels")
+                ax.legend(fontsize=7, loc="lower right")
+        if "accuracy" in name or "worst" in name:
             ax.set_xlim(0, 1.1)
         labels = [wrap_label(r["label"], 30) if ax is axes[0] else "" for r in rows]
-        ax.set_yticks(range(len(rows)), labels, fontsize=7)
+        ax.set_yticks(y, labels, fontsize=7)
         ax.invert_yaxis()
         ax.set_title(name, fontsize=9)
         for i, (v, r) in enumerate(zip(values, raw)):
@@ -180,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="a Waterbirds source (made at 64x64 if this default folder is missing)")
     p.add_argument("--runs", default=str(ROOT / "runs" / "studies"))
     p.add_argument("--out", default=str(ROOT / "docs" / "studies"))
+    p.add_argument("--probe-seeds", type=int, default=5)
     args = p.parse_args(argv)
     studies = list(STUDIES) if "all" in args.study else args.study
     if not Path(args.data).exists() and args.data == p.get_default("data"):
@@ -188,9 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generating the synthetic Waterbirds twin (64x64) in {args.data}", flush=True)
         synthetic.write_save_to_disk(synthetic.generate(64, 1.0, seed=0, progress=False), args.data)
     command = "python tools/run_studies.py" + (f" --steps {args.steps}" if args.steps != 1200 else "")
+    pixels = pixel_row(args)
     for study in studies:
         rows = [run_variant(v, args) for v in STUDIES[study][1]]
-        write_study(study, rows, Path(args.out), command + f" --study {study}")
+        write_study(study, rows, pixels, Path(args.out), command + f" --study {study}")
         print(f"wrote {Path(args.out) / study}.md", flush=True)
     return 0
 

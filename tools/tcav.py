@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     feats = {s: dataset_latents(enc, ds, progress=False) for s, ds in splits.items()}
     train, val, test = feats["train"], feats["validation"], feats["test"]
     probe = (train_probe(train, val, test, args.target) if args.probe == "train"
-             else dfr_probe(val, test, train["group"], args.target)).probe
+             else dfr_probe(train, val, test, args.target, seeds=(0,))).probe
     logit = linear_logit_fn(probe)
     if key_value:
         key, value = key_value
