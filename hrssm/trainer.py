@@ -125,7 +125,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
     set_seed(cfg.seed)
-    model_cfg, view_cfg = cfg.model_config(), cfg.view_config()
+    model_cfg, view_cfg = cfg.model_config(), cfg.views
 
     with accelerator.main_process_first():  # the main process converts / resizes / caches first
         ds = load_waterbirds(cfg.data.source, cfg.data.split, image_size=model_cfg.image_size,

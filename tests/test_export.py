@@ -102,6 +102,18 @@ def test_decoded_npz_of_a_trained_model_matches_training_reconstructions(trained
     assert abs(ratio - trained_ratio) / trained_ratio < 0.05, (ratio, trained_ratio)
 
 
+def test_latents_files_that_name_the_local_array_local_still_load(tmp_path):
+    arrays = {"features": np.ones((2, 5), np.float32), "h": np.ones((2, 2), np.float32),
+              "z": np.ones((2, 3), np.float32), "s": np.arange(8, dtype=np.float32).reshape(2, 2, 2)}
+    arrays.update({k: np.zeros(2, np.int64) for k in ("label", "place", "group", "img_id")})
+    old = {("local" if k == "s" else k): v for k, v in arrays.items()}
+    np.savez(tmp_path / "old.npz", metadata=np.array(json.dumps({"config_hash": "0000"})), **old)
+    loaded, meta = load_latents(tmp_path / "old.npz")
+    assert set(loaded) == set(arrays) and np.array_equal(loaded["s"], arrays["s"]) and meta["config_hash"] == "0000"
+    save_latents(tmp_path / "new.npz", loaded, meta)
+    assert "s" in np.load(tmp_path / "new.npz").files and "local" not in np.load(tmp_path / "new.npz").files
+
+
 def test_bad_exports_are_refused_with_the_reason(trained, tmp_path):
     export = trained[1]
 
@@ -133,7 +145,7 @@ def test_bad_exports_are_refused_with_the_reason(trained, tmp_path):
 
 
 def test_latents_from_another_model_and_bad_files_are_refused(trained, tmp_path):
-    arrays = {k: np.zeros((2, 3), np.float32) for k in ("features", "h", "z", "local")}
+    arrays = {k: np.zeros((2, 3), np.float32) for k in ("features", "h", "z", "s")}
     arrays.update({k: np.zeros(2, np.int64) for k in ("label", "place", "group", "img_id")})
     save_latents(tmp_path / "x.npz", arrays, {"config_hash": "0000"})
     with pytest.raises(ValueError, match="config hash 0000"):

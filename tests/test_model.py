@@ -126,13 +126,13 @@ def test_bad_inputs_are_refused_with_the_fix():
 
 
 @pytest.mark.parametrize("over, match", [
-    ({"image_size": 60}, r"image_size=60 is not a multiple of encoder.patch_size=8"),
+    ({"image_size": 60}, r"model.image_size=60 is not a multiple of model.encoder.patch_size=8"),
     ({"image_size": 48, "rssm": {"local_grid": 4}}, r"rssm.local_grid=4 must divide the patch grid 6.*\[1, 2, 3, 6\]"),
     ({"encoder": {"width": 130}}, r"encoder.width=130 must be divisible"),
     ({"loss": {"objective": "diffusion"}}, r"loss.objective='diffusion' must be one of"),
     ({"loss": {"free_nats_local": -1}}, r"loss.free_nats_local=-1 must be a number >= 0"),
     ({"rssm": {"deter": 0}}, r"rssm.deter=0 must be a positive integer"),
-    ({"rssm": {"gru": 3}}, r"unknown key model.rssm.gru"),
+    ({"rssm": {"gru": 3}}, r"unknown key model.rssm.gru; valid keys of model.rssm: classes, deter"),
     ({"decoder_width": 3}, r"unknown key model.decoder_width"),
 ])
 def test_config_errors_name_the_key(over, match):

@@ -15,6 +15,7 @@ import torch
 
 from hrssm import trainer as trainer_mod
 from hrssm.checkpoint import checkpoints, latest_checkpoint
+from hrssm.data import ViewConfig
 from hrssm.train_config import TrainConfig
 from hrssm.trainer import NonFiniteLossError, TrainingInterrupted, train
 from hrssm.world_model import WorldModel
@@ -43,7 +44,7 @@ def _digest(model: torch.nn.Module) -> str:
 @pytest.mark.parametrize("args, key", [
     (["--optim.lrr", "1"], "optim.lrr"),
     (["--optim.batch_size", "0"], "optim.batch_size=0"),
-    (["--views.mode", "shuffle"], "views mode must be 'repeat', 'augment' or 'edit'"),
+    (["--views.mode", "shuffle"], "views.mode='shuffle' must be one of 'repeat', 'augment', 'edit'"),
     (["--views.num_view", "2"], "num_view"),
     (["--model.loss.recon_scal", "2"], "model.loss.recon_scal"),
     (["--model.rssm.local_grid", "3"], "rssm.local_grid=3"),
@@ -58,6 +59,18 @@ def test_bad_config_fails_before_training_naming_the_key(args, key, capsys):
     main = load_recipe("train_hrssm").main
     assert main(["--config", str(ROOT / "recipes/configs/demo.yaml"), *args]) == 2
     assert key in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("section", ["data", "views", "model", "model.loss", "optim", "log", "checkpoint", "collapse"])
+def test_an_unknown_key_in_any_section_is_refused_with_the_valid_keys(section):
+    with pytest.raises(ValueError, match=rf"unknown key {section}.nope; valid keys of {section}: \w+, "):
+        TrainConfig.load(None, [f"--{section}.nope", "1"])
+
+
+def test_values_take_the_type_of_their_field():
+    cfg = TrainConfig.load(None, ["--optim.betas", "[0.8, 0.9]", "--views.crop_scale", "[0.5, 1]"])
+    assert cfg.optim.betas == (0.8, 0.9) and cfg.views.crop_scale == (0.5, 1)
+    assert isinstance(cfg.views, ViewConfig) and cfg.model_config().action_dim == cfg.views.action_dim
 
 
 def test_run_folder_holds_config_metrics_images_checkpoints_export(synthetic_disk, tmp_path):

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
+from hrssm._io import atomic_write_text
+from hrssm.data import SPLITS
 from hrssm.evaluation import DFR_PROBE as DFR
 from hrssm.evaluation import ERM_PROBE as ERM
 from hrssm.evaluation import PLACE_PROBE as PLACE
@@ -101,7 +102,7 @@ def run_variant(name: str, args) -> dict:
         model, metrics = train_vae(cfg, beta=float(kind.split(":")[1]))
         seconds = time.perf_counter() - start
         feats = {s: vae_features(model, load_waterbirds(args.data, s, image_size=cfg.model_config().image_size),
-                                 with_recon_metrics=(s == "test")) for s in ("train", "validation", "test")}
+                                 with_recon_metrics=(s == "test")) for s in SPLITS}
         probes = standard_probes(feats)
         recon = {k: float(feats["test"][k]) for k in ("recon_std_ratio", "psnr", "psnr_mean_image", "psnr_gain")}
         params = sum(p.numel() for p in model.parameters())
@@ -109,9 +110,7 @@ def run_variant(name: str, args) -> dict:
            "kl_global_raw": metrics.get("kl_global_raw"), "kl_local_raw": metrics.get("kl_local_raw"),
            "reconstruction": recon, "probes": {k: v.to_dict() for k, v in probes.items()}}
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps(row, indent=2))
-    os.replace(tmp, cache)
+    atomic_write_text(cache, json.dumps(row, indent=2))
     print(f"   {_cells(row)}", flush=True)
     return row
 
