@@ -102,7 +102,7 @@ def train_vae(cfg, beta: float = 1.0, progress: bool = False) -> tuple[ViTVAE, d
     from tqdm.auto import tqdm
 
     from .data import ViewCollator, ViewConfig, load_waterbirds
-    from .trainer import _param_groups, lr_lambda
+    from .optim import make_optimizer
 
     set_seed(cfg.seed)
     mcfg = cfg.model_config()
@@ -113,9 +113,7 @@ def train_vae(cfg, beta: float = 1.0, progress: bool = False) -> tuple[ViTVAE, d
     loader = DataLoader(ds, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True, collate_fn=collate,
                         generator=torch.Generator().manual_seed(cfg.seed))
     model = ViTVAE(mcfg, beta)
-    opt = torch.optim.AdamW(_param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=cfg.optim.betas)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.optim.warmup_steps, cfg.optim.max_steps,
-                                                             cfg.optim.min_lr_ratio))
+    opt, sched = make_optimizer(model, cfg.optim)
     step, window = 0, []
     bar = tqdm(total=cfg.optim.max_steps, desc="train VAE", disable=not progress)
     while step < cfg.optim.max_steps:

@@ -48,3 +48,26 @@ def save_checkpoint(accelerator, root: str | Path, step: int, keep: int) -> Path
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+class Checkpointer:
+    """The checkpoints of one run: `save` writes the state of `step_source.step` (at most once per step) with
+    `save_checkpoint`; `resume` loads the newest one. Call both on every process."""
+
+    def __init__(self, accelerator, root: str | Path, step_source, keep: int) -> None:
+        self.accelerator, self.root, self.state, self.keep = accelerator, Path(root), step_source, keep
+        self.saved_at = -1
+
+    def save(self) -> None:
+        if self.saved_at != self.state.step:
+            save_checkpoint(self.accelerator, self.root, self.state.step, self.keep)
+            self.saved_at = self.state.step
+
+    def resume(self) -> None:
+        """Load the newest checkpoint (model, optimizer, RNG and everything registered for checkpointing)."""
+        ckpt = latest_checkpoint(self.root)
+        if ckpt is None:
+            self.accelerator.print(f"--resume: no checkpoint in {self.root}, starting from scratch")
+        else:
+            self.accelerator.load_state(str(ckpt))
+            self.accelerator.print(f"resumed from {ckpt} (step {self.state.step})")

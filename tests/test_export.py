@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_run
 from PIL import Image
 from recipes_loader import load_tool
 
@@ -22,11 +23,9 @@ from hrssm.world_model import WorldModel
 @pytest.fixture(scope="module")
 def trained(synthetic_disk, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "run"
-    cfg = TrainConfig.load(None, [
-        "--data.source", str(synthetic_disk), "--output_dir", str(out), "--model.image_size", "32",
-        "--optim.batch_size", "16", "--views.num_views", "2", "--optim.max_steps", "300", "--optim.warmup_steps", "20",
-        "--log.every", "50", "--log.images_every", "1000", "--checkpoint.every", "1000", "--log.trackers", "[]",
-        "--log.progress", "false"])
+    cfg = TrainConfig.load(None, tiny_run(
+        synthetic_disk, out, "--optim.batch_size", "16", "--optim.max_steps", "300", "--optim.warmup_steps", "20",
+        "--log.every", "50", "--log.images_every", "1000", "--checkpoint.every", "1000"))
     res = train(cfg)
     return res, out / "export"
 

@@ -1,9 +1,8 @@
 """Repository contracts: CI runs the README's test command verbatim."""
 
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 
 
 def _readme_commands():
