@@ -107,6 +107,26 @@ def test_reconstruction_free_mode_has_no_decoder_and_an_ema_target():
         model.decode(out.trajectory.h, out.trajectory.z, out.trajectory.s)
 
 
+def test_modules_an_objective_does_not_use_are_none_not_absent():
+    model = WorldModel(_tiny())
+    unused = ("target_encoder", "predictor", "local_predictor", "projector")
+    assert all(getattr(model, name) is None for name in unused)
+    model.update_ema()  # no target encoder: a no-op
+    global_only = WorldModel(_tiny(loss={"objective": "latent_prediction", "contrastive": "barlow"},
+                                   rssm={"local_grid": 0}))
+    assert global_only.decoder is None and global_only.local_predictor is None
+    assert global_only.target_encoder is not None and global_only.projector is not None
+
+
+def test_loss_is_the_sum_of_its_named_terms():
+    model = WorldModel(_tiny(loss={"contrastive": "barlow"}))
+    out = model(*_inputs(model.cfg))
+    cfg, m = model.cfg.loss, out.metrics
+    terms = (m["kl_global_loss"] + m["kl_local_loss"] + cfg.recon_scale * m["recon_loss"]
+             + cfg.contrastive_scale * m["contrastive_loss"])
+    torch.testing.assert_close(out.loss.detach(), terms)
+
+
 def test_contrastive_needs_two_views():
     model = WorldModel(_tiny(loss={"contrastive": "simclr"}))
     with pytest.raises(ValueError, match="at least 2 views"), warnings.catch_warnings():
