@@ -1,7 +1,8 @@
 """Collapse diagnostics: is the decoder output gray, is the KL dead? And what to do about it.
 
-The metrics are computed by `WorldModel.forward` (see `image_metrics`, `active_units`); `diagnose_collapse` reads
-them and returns which signals fired with a message that names the numbers, the likely causes and the fixes.
+The metrics are computed by `WorldModel.forward` (see `image_metrics`, `active_units`); the collapse verdict is
+`diagnose_collapse`: it reads them and returns which signals fired with a message that names the numbers, the likely
+causes and the fixes. During training `hrssm.trainer.CollapseWatch` runs it on every logged window.
 """
 
 from __future__ import annotations
