@@ -19,7 +19,7 @@ from .world_model import WorldModel
 
 def encode_dataset(model: WorldModel, ds, batch_size: int = 128, with_recon_metrics: bool = False,
                    max_recon_images: int = 1024) -> dict[str, np.ndarray]:
-    """`hrssm.latents.dataset_latents` (features, h, z, local, label, place, group, img_id) of every image.
+    """`hrssm.latents.dataset_latents` (features, h, z, s, label, place, group, img_id) of every image.
 
     With `with_recon_metrics`, also the reconstruction metrics of the first `max_recon_images` images decoded from
     those latents (against the mean image of those images): recon_std_ratio, psnr, psnr_mean_image, psnr_gain.

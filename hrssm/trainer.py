@@ -143,6 +143,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         return TrainResult(state.step, window.last, out, export_dir, collapse.report, time.perf_counter() - start,
                            unwrapped, accelerator.num_processes, accelerator.process_index)
     finally:
+        steps.close()
         bar.close()
         accelerator.end_training()
 

@@ -134,8 +134,8 @@ class WorldModel(nn.Module, EncodesImages, PyTorchModelHubMixin, library_name="h
         kl_terms = [self._kl_term("global", traj.post_global, traj.prior_global, free_nats[0])]
         if traj.post_local is not None:
             kl_terms.append(self._kl_term("local", traj.post_local, traj.prior_local, free_nats[1]))
-        terms = [*kl_terms, self._latent_prediction(views, traj) if recon is None else
-                 self._pixel_loss(views, recon, mean_image)]
+        terms = kl_terms + [self._pixel_loss(views, recon, mean_image) if recon is not None
+                            else self._latent_prediction(views, traj)]
         if self.projector is not None:
             terms.append(self._contrastive(traj))
         loss = sum(term for term, _ in terms)

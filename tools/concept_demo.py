@@ -38,15 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = p.parse_known_args(argv)
 
     import hrssm
-    from hrssm.data import GROUP_NAMES, LABEL_NAMES, WaterbirdsDataError, load_waterbirds, preprocess
+    from hrssm.data import GROUP_NAMES, LABEL_NAMES, SPLITS, WaterbirdsDataError, load_waterbirds, preprocess
     from hrssm.data.counterfactual import add_counterfactuals
     from hrssm.train_config import TrainConfig
     from hrssm.trainer import train
 
     try:
         demo = hrssm.load_world_model(args.model).eval()
-        splits = {s: load_waterbirds(args.data, s, image_size=demo.cfg.image_size)
-                  for s in ("train", "validation", "test")}
+        splits = {s: load_waterbirds(args.data, s, image_size=demo.cfg.image_size) for s in SPLITS}
     except (hrssm.ExportError, WaterbirdsDataError, FileNotFoundError) as err:
         print(f"error: {err}\n(the concepts example needs the main job's model: run `python recipes/demo.py`)",
               file=sys.stderr)
