@@ -84,8 +84,8 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
-    """Train a world model as `cfg` says; returns when done (or raises CollapseError / NonFiniteLossError /
-    TrainingInterrupted after saving a checkpoint)."""
+    """Train a world model as `cfg` says: setup -> loop -> export. Returns when done, or raises CollapseError /
+    NonFiniteLossError / TrainingInterrupted (after saving a checkpoint)."""
     start, out = time.perf_counter(), Path(cfg.output_dir)
     # -- setup ------------------------------------------------------------------------------------------------------
     accelerator = _make_accelerator(cfg)
