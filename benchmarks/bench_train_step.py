@@ -24,10 +24,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from hrssm.config import ModelConfig
+from hrssm.config import ModelConfig, decoder_config
 from hrssm.encoder import ViTEncoder
 from hrssm.world_model import WorldModel
-from vit_decoder import ViTDecoder, ViTDecoderConfig
+from vit_decoder import ViTDecoder
 
 
 def model_config(size: int, preset: str = "base") -> ModelConfig:
@@ -42,12 +42,9 @@ class PlainAutoencoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        e, d = cfg.encoder, cfg.decoder
-        self.encoder = ViTEncoder(cfg.image_size, e, cfg.channels, cfg.attention)
-        self.decoder = ViTDecoder(ViTDecoderConfig(
-            image_size=cfg.image_size, patch_size=e.patch_size, width=d.width, depth=d.depth, heads=d.heads,
-            mlp_ratio=d.mlp_ratio, token_dim=e.width, latent_grid=cfg.patch_grid, context_dim=e.width,
-            attention=cfg.attention))
+        width = cfg.encoder.width
+        self.encoder = ViTEncoder(cfg.image_size, cfg.encoder, cfg.channels, cfg.attention)
+        self.decoder = ViTDecoder(decoder_config(cfg, token_dim=width, latent_grid=cfg.patch_grid, context_dim=width))
 
     def forward(self, views: torch.Tensor, actions: torch.Tensor):
         x = views.flatten(0, 1)

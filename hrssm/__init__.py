@@ -5,6 +5,16 @@
     out = model(views, actions)                             # views (B, T, 3, H, W) in [-0.5, 0.5]
     out.loss.backward(); out.metrics["recon_std_ratio"]
     enc = hrssm.load("runs/demo/export"); feats = enc.encode(images)   # (B, D) features of a trained model
+
+Where things happen:
+    world_model.py   WorldModel.forward: the loss as a sum of named terms (one KL term per level, pixels or latent
+                     prediction, contrastive)
+    objectives.py    every loss function; the KL balance and free nats: `balanced_kl`
+    rssm.py          the recurrent core: `obs_step` (posterior) = the prior step of each level + the observation
+    diagnostics.py   collapse metrics and the collapse verdict: `diagnose_collapse` (applied by trainer.CollapseWatch)
+    trainer.py       `train`: setup -> loop -> export
+    checkpoint.py    the checkpoint write (atomic `save_checkpoint`) and `Checkpointer` (when, and resume)
+    config.py, train_config.py, data/views.py: configs, all built and checked by _config_utils.py
 """
 
 from . import data

@@ -10,20 +10,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vit_decoder import ViTDecoder, ViTDecoderConfig
+from vit_decoder import ViTDecoder
 
-from . import objectives as O
-from .config import ModelConfig
+from . import objectives
+from ._torch import eval_mode
+from .config import ModelConfig, decoder_config
 from .data.preprocess import preprocess
 from .diagnostics import image_metrics
-from .distributions import gaussian_params, gaussian_sample
+from .distributions import gaussian_kl, gaussian_params, gaussian_sample, standard_normal_like
 from .encoder import ViTEncoder, tokens_to_cells
-
-
-def standard_normal_kl(params: torch.Tensor) -> torch.Tensor:
-    """KL(N(mean, std) || N(0, I)) of (..., 2, D) summed over D."""
-    mean, std = params.unbind(dim=-2)
-    return (0.5 * (std.pow(2) + mean.pow(2) - 1) - torch.log(std)).sum(-1)
 
 
 class ViTVAE(nn.Module):
@@ -33,14 +28,13 @@ class ViTVAE(nn.Module):
     def __init__(self, cfg: ModelConfig, beta: float = 1.0) -> None:
         super().__init__()
         self.cfg, self.beta = cfg, beta
-        e, r, d = cfg.encoder, cfg.rssm, cfg.decoder
-        self.encoder = ViTEncoder(cfg.image_size, e, cfg.channels, cfg.attention)
-        self.global_head = nn.Linear(e.width, 2 * r.deter)
-        self.local_head = nn.Linear(cfg.cell_patches**2 * e.width, 2 * r.local_dim) if r.local_grid else None
-        self.decoder = ViTDecoder(ViTDecoderConfig(
-            image_size=cfg.image_size, patch_size=e.patch_size, width=d.width, depth=d.depth, heads=d.heads,
-            mlp_ratio=d.mlp_ratio, token_dim=r.local_dim if r.local_grid else 0, latent_grid=r.local_grid,
-            context_dim=r.deter, channels=cfg.channels, attention=cfg.attention))
+        width, rssm_cfg = cfg.encoder.width, cfg.rssm
+        self.encoder = ViTEncoder(cfg.image_size, cfg.encoder, cfg.channels, cfg.attention)
+        self.global_head = nn.Linear(width, 2 * rssm_cfg.deter)
+        self.local_head = (nn.Linear(cfg.cell_patches**2 * width, 2 * rssm_cfg.local_dim) if rssm_cfg.local_grid
+                           else None)
+        local_dim = rssm_cfg.local_dim if rssm_cfg.local_grid else 0
+        self.decoder = ViTDecoder(decoder_config(cfg, local_dim, rssm_cfg.local_grid, rssm_cfg.deter))
 
     def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """images (N, C, H, W) -> global (N, 2, G) and local (N, cells, 2, S) [mean, std] (None without a grid)."""
@@ -56,20 +50,20 @@ class ViTVAE(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The negative ELBO (with free nats) of a batch of images (N, C, H, W) in [-0.5, 0.5], and metrics."""
-        lc = self.cfg.loss
+        loss_cfg = self.cfg.loss
         g, s = self.posterior(images)
         recon = self.decode(gaussian_sample(g), None if s is None else gaussian_sample(s))
-        rec = O.reconstruction_loss(recon, images, lc.recon_type, self.cfg.encoder.patch_size).mean()
-        kl_g = standard_normal_kl(g)
-        loss = lc.recon_scale * rec + self.beta * kl_g.clamp(min=lc.free_nats_global).mean()
-        m = {"recon_loss": rec.detach(), "kl_global_raw": kl_g.mean().detach()}
+        rec = objectives.reconstruction_loss(recon, images, loss_cfg.recon_type, self.cfg.encoder.patch_size).mean()
+        kl_g = gaussian_kl(g, standard_normal_like(g))  # (N,)
+        loss = loss_cfg.recon_scale * rec + self.beta * kl_g.clamp(min=loss_cfg.free_nats_global).mean()
+        metrics = {"recon_loss": rec.detach(), "kl_global_raw": kl_g.mean().detach()}
         if s is not None:
-            kl_l = standard_normal_kl(s)  # (N, cells)
-            loss = loss + self.beta * kl_l.clamp(min=lc.free_nats_local).sum(-1).mean()
-            m["kl_local_raw"] = kl_l.sum(-1).mean().detach()
-        m.update({k: v for k, v in image_metrics(recon, images).items() if k in ("recon_std_ratio", "psnr_gain")})
-        m["loss"] = loss.detach()
-        return loss, m
+            kl_l = gaussian_kl(s, standard_normal_like(s))  # (N, cells)
+            loss = loss + self.beta * kl_l.clamp(min=loss_cfg.free_nats_local).sum(-1).mean()
+            metrics["kl_local_raw"] = kl_l.sum(-1).mean().detach()
+        metrics.update({k: v for k, v in image_metrics(recon, images).items() if k in ("recon_std_ratio", "psnr_gain")})
+        metrics["loss"] = loss.detach()
+        return loss, metrics
 
     @torch.no_grad()
     def encode(self, images) -> torch.Tensor:
@@ -83,13 +77,9 @@ class ViTVAE(nn.Module):
         return self.decode(*self._means(images))
 
     def _means(self, images):
-        was = self.training
-        self.eval()
-        try:
-            p = next(self.parameters())
-            g, s = self.posterior(preprocess(images, self.cfg.image_size).to(p.device, p.dtype))
-        finally:
-            self.train(was)
+        with eval_mode(self):
+            param = next(self.parameters())
+            g, s = self.posterior(preprocess(images, self.cfg.image_size).to(param.device, param.dtype))
         return g[..., 0, :], None if s is None else s[..., 0, :]
 
 
@@ -102,25 +92,23 @@ def train_vae(cfg, beta: float = 1.0, progress: bool = False) -> tuple[ViTVAE, d
     from tqdm.auto import tqdm
 
     from .data import ViewCollator, ViewConfig, load_waterbirds
-    from .trainer import _param_groups, lr_lambda
+    from .optim import make_optimizer
 
     set_seed(cfg.seed)
-    mcfg = cfg.model_config()
-    ds = load_waterbirds(cfg.data.source, cfg.data.split, image_size=mcfg.image_size,
+    model_cfg = cfg.model_config()
+    ds = load_waterbirds(cfg.data.source, cfg.data.split, image_size=model_cfg.image_size,
                          crop_fraction=cfg.data.crop_fraction, cache_dir=cfg.data.cache_dir)
-    collate = ViewCollator(mcfg.image_size, ViewConfig(num_views=1, mode="repeat"), seed=cfg.seed,
+    collate = ViewCollator(model_cfg.image_size, ViewConfig(num_views=1, mode="repeat"), seed=cfg.seed,
                            crop_fraction=cfg.data.crop_fraction)
     loader = DataLoader(ds, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True, collate_fn=collate,
                         generator=torch.Generator().manual_seed(cfg.seed))
-    model = ViTVAE(mcfg, beta)
-    opt = torch.optim.AdamW(_param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=cfg.optim.betas)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.optim.warmup_steps, cfg.optim.max_steps,
-                                                             cfg.optim.min_lr_ratio))
+    model = ViTVAE(model_cfg, beta)
+    opt, sched = make_optimizer(model, cfg.optim)
     step, window = 0, []
     bar = tqdm(total=cfg.optim.max_steps, desc="train VAE", disable=not progress)
     while step < cfg.optim.max_steps:
         for batch in loader:
-            loss, m = model(batch["views"][:, 0])
+            loss, metrics = model(batch["views"][:, 0])
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"VAE loss is {loss.item()} at step {step}; lower optim.lr")
             opt.zero_grad(set_to_none=True)
@@ -130,7 +118,7 @@ def train_vae(cfg, beta: float = 1.0, progress: bool = False) -> tuple[ViTVAE, d
             sched.step()
             step += 1
             bar.update(1)
-            window = [*window[-(cfg.log.every - 1):], m]
+            window = [*window[-(cfg.log.every - 1):], metrics]
             if step >= cfg.optim.max_steps:
                 break
     bar.close()

@@ -1,16 +1,17 @@
-"""Atomic training checkpoints on top of `accelerator.save_state`.
+"""Where a training checkpoint is written: atomic folders on top of `accelerator.save_state`.
 
-A checkpoint is written to ``checkpoints/.tmp-step_N`` and renamed to ``checkpoints/step_N`` only once complete
-(a directory rename is atomic on POSIX), so a kill mid-write leaves the previous checkpoint untouched and the
-half-written one invisible. The newest ``keep`` checkpoints are kept.
+`save_checkpoint` writes ``checkpoints/.tmp-step_N`` and renames it to ``checkpoints/step_N`` only once complete
+(`hrssm._io.replace_directory`), so a kill mid-write leaves the previous checkpoint untouched and the half-written
+one invisible. The newest ``keep`` checkpoints are kept. `hrssm.trainer.Checkpointer` decides when to call it.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
+
+from ._io import replace_directory
 
 _NAME = re.compile(r"^step_(\d+)$")
 
@@ -40,16 +41,33 @@ def save_checkpoint(accelerator, root: str | Path, step: int, keep: int) -> Path
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if final.exists():  # the same step saved again (e.g. an interrupt right after a periodic save)
-            old = root / f".old-step_{step:08d}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        replace_directory(tmp, final)  # final exists when a step is saved again (an interrupt after a save)
         for _, path in checkpoints(root)[:-keep]:
             shutil.rmtree(path, ignore_errors=True)
         for stale in root.glob(".tmp-step_*"):  # leftovers of killed writes
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+class Checkpointer:
+    """The checkpoints of one run: `save` writes the state of `step_source.step` (at most once per step) with
+    `save_checkpoint`; `resume` loads the newest one. Call both on every process."""
+
+    def __init__(self, accelerator, root: str | Path, step_source, keep: int) -> None:
+        self.accelerator, self.root, self.state, self.keep = accelerator, Path(root), step_source, keep
+        self.saved_at = -1
+
+    def save(self) -> None:
+        if self.saved_at != self.state.step:
+            save_checkpoint(self.accelerator, self.root, self.state.step, self.keep)
+            self.saved_at = self.state.step
+
+    def resume(self) -> None:
+        """Load the newest checkpoint (model, optimizer, RNG and everything registered for checkpointing)."""
+        ckpt = latest_checkpoint(self.root)
+        if ckpt is None:
+            self.accelerator.print(f"--resume: no checkpoint in {self.root}, starting from scratch")
+        else:
+            self.accelerator.load_state(str(ckpt))
+            self.accelerator.print(f"resumed from {ckpt} (step {self.state.step})")

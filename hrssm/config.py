@@ -1,31 +1,43 @@
-"""Dataclass configs of the world model, presets (`tiny`, `base`), and validation with messages naming the key."""
+"""Dataclass configs of the world model, and the presets `tiny` and `base`.
+
+Every section validates itself on construction (hrssm/_config_utils.py, the config mechanism shared with TrainConfig
+and ViewConfig); errors name the key, e.g. ``model.rssm.deter=0 must be a positive integer``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-OBJECTIVES = ("reconstruction", "latent_prediction")
-RECON_TYPES = ("sse", "normalized_patch")
-CONTRASTIVE = ("none", "barlow", "simclr")
+from vit_decoder import ViTDecoderConfig
+from vit_decoder.attention import BACKENDS
+
+from ._config_utils import Config, build, integer, merge, number, one_of
+from ._config_utils import parse_overrides as parse_overrides  # re-exported: tools parse `--set key=value` with it
 
 
 @dataclass
-class EncoderConfig:
+class EncoderConfig(Config):
     """Patch ViT encoder: patch embedding, fixed 2D sin-cos positions, a CLS token, pre-norm blocks."""
 
+    section: ClassVar[str] = "model.encoder"
     patch_size: int = 16
     width: int = 384
     depth: int = 6
     heads: int = 6
     mlp_ratio: float = 4.0
 
+    def validate(self) -> None:
+        self.check(integer, "patch_size", "width", "depth", "heads")
+        _check_width_fits_heads(self)
+
 
 @dataclass
-class RSSMConfig:
+class RSSMConfig(Config):
     """Hierarchical RSSM. Global level as in DreamerV3 (categorical); local level: a grid of Gaussian latents."""
 
+    section: ClassVar[str] = "model.rssm"
     deter: int = 512  # GRU state size
     hidden: int = 512
     stoch: int = 32  # number of categoricals of the global latent z
@@ -38,29 +50,46 @@ class RSSMConfig:
     local_mixer_depth: int = 1  # transformer blocks over the cells in the local prior (spatial context)
     local_heads: int = 4
 
+    def validate(self) -> None:
+        self.check(integer, "deter", "hidden", "stoch", "classes", "local_dim", "local_hidden", "local_heads")
+        self.check(integer, "local_grid", "local_mixer_depth", low=0)
+        self.check(number, "unimix", high=1)
+        self.check(number, "local_min_std", low_open=True)
+        if self.local_grid and self.local_hidden % self.local_heads:
+            raise ValueError(f"{self.key('local_hidden')}={self.local_hidden} must be divisible by "
+                             f"{self.key('local_heads')}={self.local_heads}")
+
 
 @dataclass
-class DecoderConfig:
+class DecoderConfig(Config):
     """ViT decoder (see `vit_decoder`); MAE's decoder size is the default."""
 
+    section: ClassVar[str] = "model.decoder"
     width: int = 512
     depth: int = 8
     heads: int = 16
     mlp_ratio: float = 4.0
 
+    def validate(self) -> None:
+        self.check(integer, "width", "depth", "heads")
+        _check_width_fits_heads(self)
+
 
 @dataclass
-class LossConfig:
+class LossConfig(Config):
     """Every objective and its weight. KL: DreamerV3 balancing, each term clipped at its level's free nats."""
 
-    objective: str = "reconstruction"  # or "latent_prediction" (no pixel decoder; predict an EMA target encoder)
+    section: ClassVar[str] = "model.loss"
+    # "latent_prediction": no pixel decoder; predict an EMA target encoder's embeddings
+    objective: Literal["reconstruction", "latent_prediction"] = "reconstruction"
     recon_scale: float = 50.0  # = 1 / (2 sigma^2): a Gaussian decoder with sigma = 0.1 in [-0.5, 0.5] pixels
-    recon_type: str = "sse"  # squared error summed over pixels and channels per image; or "normalized_patch" (MAE)
+    # "sse": squared error summed over pixels and channels per image; "normalized_patch": MAE's norm-pix loss
+    recon_type: Literal["sse", "normalized_patch"] = "sse"
     kl_dyn_scale: float = 0.5  # on KL(sg(q) || p): trains the prior
     kl_rep_scale: float = 0.1  # on KL(q || sg(p)): regularizes the posterior
     free_nats_global: float = 1.0  # floor of the global KL, per image and time step
     free_nats_local: float = 0.1  # floor of the local KL, per grid cell (the sum's floor scales with the cells)
-    contrastive: str = "none"  # "barlow" or "simclr" between the global features of consecutive views
+    contrastive: Literal["none", "barlow", "simclr"] = "none"  # between the global latents of consecutive views
     contrastive_scale: float = 1.0
     contrastive_dim: int = 128
     simclr_temperature: float = 0.1
@@ -68,24 +97,27 @@ class LossConfig:
     latent_pred_scale: float = 1.0  # latent_prediction objective weight
     ema_momentum: float = 0.99  # EMA target encoder (latent_prediction)
 
+    def validate(self) -> None:
+        self.check(number, "recon_scale", "kl_dyn_scale", "kl_rep_scale", "free_nats_global", "free_nats_local",
+                   "contrastive_scale", "latent_pred_scale", "barlow_lambda")
+        self.check(integer, "contrastive_dim")
+        self.check(number, "ema_momentum", high=1)
+        self.check(number, "simclr_temperature", low_open=True)
+
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Config):
+    """The world model: image size, encoder, hierarchical RSSM, decoder and objectives (see hrssm/world_model.py)."""
+
+    section: ClassVar[str] = "model"
     image_size: int = 224
     channels: int = 3
     action_dim: int = 1
-    attention: str = "auto"  # "auto" | "sdpa" | "xformers" | "math"
+    attention: str = "auto"  # one of vit_decoder.attention.BACKENDS
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     rssm: RSSMConfig = field(default_factory=RSSMConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-
-    def __post_init__(self) -> None:
-        for name, sub in (("encoder", EncoderConfig), ("rssm", RSSMConfig), ("decoder", DecoderConfig),
-                          ("loss", LossConfig)):
-            if isinstance(getattr(self, name), dict):
-                setattr(self, name, _build(sub, getattr(self, name), name))
-        self.validate()
 
     @property
     def patch_grid(self) -> int:
@@ -97,59 +129,39 @@ class ModelConfig:
         return self.patch_grid // self.rssm.local_grid if self.rssm.local_grid else 0
 
     def validate(self) -> None:
-        e, r, d, loss = self.encoder, self.rssm, self.decoder, self.loss
-        _positive(self, ["image_size", "channels", "action_dim"], "model")
-        _positive(e, ["patch_size", "width", "depth", "heads"], "encoder")
-        _positive(r, ["deter", "hidden", "stoch", "classes", "local_dim", "local_hidden", "local_heads"], "rssm")
-        _positive(d, ["width", "depth", "heads"], "decoder")
-        if self.image_size % e.patch_size:
-            raise ValueError(f"image_size={self.image_size} is not a multiple of encoder.patch_size={e.patch_size}: "
-                             f"use e.g. image_size={self.patch_grid * e.patch_size or e.patch_size} or another patch")
-        for name, width, heads in (("encoder", e.width, e.heads), ("decoder", d.width, d.heads)):
-            if width % heads or width % 4:
-                raise ValueError(f"{name}.width={width} must be divisible by {name}.heads={heads} and by 4")
-        if r.local_grid < 0 or r.local_grid and self.patch_grid % r.local_grid:
-            raise ValueError(f"rssm.local_grid={r.local_grid} must divide the patch grid {self.patch_grid} "
+        patch, grid = self.encoder.patch_size, self.rssm.local_grid
+        self.check(integer, "image_size", "channels", "action_dim")
+        self.check(one_of, "attention", allowed=BACKENDS)
+        if self.image_size % patch:
+            raise ValueError(f"model.image_size={self.image_size} is not a multiple of model.encoder.patch_size="
+                             f"{patch}: use e.g. image_size={self.patch_grid * patch or patch} or another patch")
+        if grid and self.patch_grid % grid:
+            raise ValueError(f"model.rssm.local_grid={grid} must divide the patch grid {self.patch_grid} "
                              f"(image_size / patch_size); divisors: "
                              f"{[g for g in range(1, self.patch_grid + 1) if self.patch_grid % g == 0]} (0 = no local)")
-        if r.local_grid and r.local_hidden % r.local_heads:
-            raise ValueError(f"rssm.local_hidden={r.local_hidden} must be divisible by "
-                             f"rssm.local_heads={r.local_heads}")
-        if not 0 <= r.unimix < 1:
-            raise ValueError(f"rssm.unimix={r.unimix} must be in [0, 1)")
-        if not r.local_min_std > 0:
-            raise ValueError(f"rssm.local_min_std={r.local_min_std} must be > 0")
-        if r.local_mixer_depth < 0:
-            raise ValueError(f"rssm.local_mixer_depth={r.local_mixer_depth} must be >= 0")
-        _choice(loss.objective, OBJECTIVES, "loss.objective")
-        _choice(loss.recon_type, RECON_TYPES, "loss.recon_type")
-        _choice(loss.contrastive, CONTRASTIVE, "loss.contrastive")
-        _choice(self.attention, ("auto", "sdpa", "xformers", "math"), "model.attention")
-        for key in ("recon_scale", "kl_dyn_scale", "kl_rep_scale", "free_nats_global", "free_nats_local",
-                    "contrastive_scale", "latent_pred_scale", "barlow_lambda"):
-            value = getattr(loss, key)
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise ValueError(f"loss.{key}={value!r} must be a number >= 0")
-        if not 0 <= loss.ema_momentum < 1:
-            raise ValueError(f"loss.ema_momentum={loss.ema_momentum} must be in [0, 1)")
-        if loss.simclr_temperature <= 0:
-            raise ValueError(f"loss.simclr_temperature={loss.simclr_temperature} must be > 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        return _build(cls, data, "model")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ModelConfig:
         """`tiny` (32-64 px, trains in seconds on a CPU) or `base` (224 px). Overrides: nested dicts or values."""
         if name not in PRESETS:
             raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
-        data = dataclasses.asdict(PRESETS[name]())
-        _merge(data, overrides, "model")
-        return cls.from_dict(data)
+        return build(cls, merge(dataclasses.asdict(PRESETS[name]()), overrides))
+
+
+def _check_width_fits_heads(section: EncoderConfig | DecoderConfig) -> None:
+    if section.width % section.heads or section.width % 4:
+        raise ValueError(f"{section.key('width')}={section.width} must be divisible by "
+                         f"{section.key('heads')}={section.heads} and by 4")
+
+
+def decoder_config(cfg: ModelConfig, token_dim: int, latent_grid: int, context_dim: int) -> ViTDecoderConfig:
+    """The `vit_decoder` config of `cfg`'s decoder section, for latent tokens of `token_dim` on a `latent_grid`
+    (0: none) and a global context vector of `context_dim` (0: none)."""
+    d = cfg.decoder
+    return ViTDecoderConfig(image_size=cfg.image_size, patch_size=cfg.encoder.patch_size, width=d.width,
+                            depth=d.depth, heads=d.heads, mlp_ratio=d.mlp_ratio, token_dim=token_dim,
+                            latent_grid=latent_grid, context_dim=context_dim, channels=cfg.channels,
+                            attention=cfg.attention)
 
 
 def _tiny() -> ModelConfig:
@@ -167,59 +179,3 @@ def _base() -> ModelConfig:
 
 
 PRESETS = {"tiny": _tiny, "base": _base}
-
-
-def _build(cls, data: dict[str, Any], where: str):
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown key(s) {[f'{where}.{k}' for k in unknown]}; valid keys of {where}: {sorted(names)}")
-    return cls(**data)
-
-
-def _merge(base: dict, overrides: dict, where: str) -> None:
-    for key, value in overrides.items():
-        if key not in base:
-            raise ValueError(f"unknown key {where}.{key}; valid keys: {sorted(base)}")
-        if isinstance(base[key], dict) and isinstance(value, dict):
-            _merge(base[key], value, f"{where}.{key}")
-        else:
-            base[key] = value
-
-
-def _positive(obj, keys: list[str], where: str) -> None:
-    for key in keys:
-        value = getattr(obj, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{where}.{key}={value!r} must be a positive integer")
-
-
-def _choice(value: str, allowed: tuple[str, ...], key: str) -> None:
-    if value not in allowed:
-        raise ValueError(f"{key}={value!r} must be one of {allowed}")
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """["loss.recon_scale=10", "rssm.local_grid=0"] -> {"loss": {"recon_scale": 10}, "rssm": {"local_grid": 0}}.
-
-    Values are parsed as YAML scalars (numbers, booleans, null, lists); anything else stays a string.
-    """
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"override {item!r} must look like key=value (e.g. loss.recon_scale=10)")
-        node = out
-        *parents, leaf = key.strip().split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        value = yaml.safe_load(raw)
-        if isinstance(value, str):
-            try:  # YAML 1.1 reads "1e-4" (no dot) as a string
-                value = float(value)
-            except ValueError:
-                pass
-        node[leaf] = value
-    return out

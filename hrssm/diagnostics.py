@@ -1,7 +1,8 @@
 """Collapse diagnostics: is the decoder output gray, is the KL dead? And what to do about it.
 
-The metrics are computed by `WorldModel.forward` (see `image_metrics`, `active_units`); `diagnose_collapse` reads
-them and returns which signals fired with a message that names the numbers, the likely causes and the fixes.
+The metrics are computed by `WorldModel.forward` (see `image_metrics`, `active_units`); the collapse verdict is
+`diagnose_collapse`: it reads them and returns which signals fired with a message that names the numbers, the likely
+causes and the fixes. During training `hrssm.trainer.CollapseWatch` runs it on every logged window.
 """
 
 from __future__ import annotations
@@ -71,30 +72,31 @@ def diagnose_collapse(metrics: dict[str, float | torch.Tensor],
                       thresholds: CollapseThresholds | None = None) -> CollapseReport:
     """Read a metrics dict of `WorldModel.forward` (averaged over recent steps, ideally) and explain any collapse."""
     th = thresholds or CollapseThresholds()
-    m = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor)) and _scalar(v)}
+    values = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor)) and _scalar(v)}
     signals, lines, causes, fixes = [], [], [], []
-    if "recon_std_ratio" in m and m["recon_std_ratio"] < th.min_std_ratio:
+    if "recon_std_ratio" in values and values["recon_std_ratio"] < th.min_std_ratio:
         signals.append("gray_output")
-        lines.append(f"decoded images are nearly uniform: recon_std_ratio = {m['recon_std_ratio']:.3f} "
+        lines.append(f"decoded images are nearly uniform: recon_std_ratio = {values['recon_std_ratio']:.3f} "
                      f"(< {th.min_std_ratio}; 1.0 = as much contrast as the input)")
-    if "psnr_gain" in m and m["psnr_gain"] < th.min_psnr_gain_db:
+    if "psnr_gain" in values and values["psnr_gain"] < th.min_psnr_gain_db:
         signals.append("no_better_than_mean_image")
-        lines.append(f"PSNR {m.get('psnr', float('nan')):.2f} dB is only {m['psnr_gain']:.2f} dB above the "
-                     f"mean image's {m.get('psnr_mean_image', float('nan')):.2f} dB (< {th.min_psnr_gain_db} dB)")
+        lines.append(f"PSNR {values.get('psnr', float('nan')):.2f} dB is only {values['psnr_gain']:.2f} dB above the "
+                     f"mean image's {values.get('psnr_mean_image', float('nan')):.2f} dB (< {th.min_psnr_gain_db} dB)")
     for level in ("global", "local"):
-        share = m.get(f"kl_{level}_floor_share")
+        share = values.get(f"kl_{level}_floor_share")
         if share is not None and share >= th.max_kl_floor_share:
             signals.append(f"dead_kl_{level}")
+            raw = values.get(f"kl_{level}_raw", float("nan"))
             lines.append(f"{level} KL is under its free-nats floor in {share:.0%} of steps (raw KL "
-                         f"{m.get(f'kl_{level}_raw', float('nan')):.3f} nats): the KL has no gradient, so the prior "
+                         f"{raw:.3f} nats): the KL has no gradient, so the prior "
                          f"learns nothing and the {level} latent is unregularized (or, if the raw KL is ~0, unused)")
     if not signals:
         return CollapseReport()
     if "gray_output" in signals or "no_better_than_mean_image" in signals:
         causes += ["reconstruction too weak against the KL (a per-pixel mean instead of a per-image sum, or a small "
                    "loss.recon_scale)", "pixel range mismatch (inputs must be in [-0.5, 0.5], decoder output is "
-                   f"unbounded; input range seen [{m.get('input_min', float('nan')):.2f}, "
-                   f"{m.get('input_max', float('nan')):.2f}])", "too little decoder capacity, or too few steps"]
+                   f"unbounded; input range seen [{values.get('input_min', float('nan')):.2f}, "
+                   f"{values.get('input_max', float('nan')):.2f}])", "too little decoder capacity, or too few steps"]
         fixes += ["raise loss.recon_scale (x10)", "keep loss.recon_type='sse'", "check the input range above",
                   "grow decoder.width / decoder.depth"]
     if any(s.startswith("dead_kl") for s in signals):

@@ -1,4 +1,10 @@
-"""Categorical latents as in DreamerV3: unimix, straight-through one-hot samples, KL summed over the latent."""
+"""The two latent distributions of the RSSM, as tensors of parameters, with their samples and KLs.
+
+- categorical (the global z, as in DreamerV3): log-probabilities (..., S, C) with unimix, straight-through one-hot
+  samples, `categorical_kl` summed over the S categoricals;
+- diagonal Gaussian (the local s, and the VAE baseline): stacked [mean, std] (..., 2, D), reparameterized samples,
+  `gaussian_kl` summed over D (against N(0, I): `gaussian_kl(p, standard_normal_like(p))`).
+"""
 
 from __future__ import annotations
 
@@ -50,3 +56,8 @@ def gaussian_kl(lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     m1, s1 = lhs.unbind(dim=-2)
     m2, s2 = rhs.unbind(dim=-2)
     return (torch.log(s2 / s1) + (s1.pow(2) + (m1 - m2).pow(2)) / (2 * s2.pow(2)) - 0.5).sum(dim=-1)
+
+
+def standard_normal_like(params: torch.Tensor) -> torch.Tensor:
+    """N(0, I) in the layout of `params` (..., 2, D): [mean 0, std 1]."""
+    return torch.stack([torch.zeros_like(params[..., 0, :]), torch.ones_like(params[..., 1, :])], dim=-2)

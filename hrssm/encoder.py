@@ -7,6 +7,7 @@ from torch import nn
 
 from vit_decoder.layers import Block, sincos_pos_embed_2d
 
+from ._torch import eval_mode
 from .config import EncoderConfig
 
 
@@ -49,9 +50,7 @@ class EncodesImages:
         """
         from .data.preprocess import preprocess
 
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             param = next(self.parameters())
             x = preprocess(images, self.cfg.image_size).to(param.device, param.dtype)
             cls, tokens = self.encoder(x)
@@ -60,8 +59,6 @@ class EncodesImages:
                 cells = tokens_to_cells(tokens, self.cfg.rssm.local_grid, self.cfg.cell_patches)[:, None]
             actions = x.new_zeros(x.shape[0], 1, self.cfg.action_dim)
             traj = self.rssm.observe(cls[:, None], cells, actions, sample=False)
-        finally:
-            self.train(was_training)
         out = {"h": traj.h[:, 0], "z": traj.z[:, 0]}
         if traj.s is not None:
             out["s"] = traj.s[:, 0]

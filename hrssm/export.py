@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._io import is_hub_id
 from .config import ModelConfig
 from .encoder import EncodesImages
 
@@ -97,7 +98,7 @@ def _resolve(path_or_repo: str | os.PathLike, files: list[str]) -> Path:
             raise ExportError(f"{path} lacks {missing}: it is not a complete hrssm export. Re-export the run "
                               f"(hrssm.export.export(model, folder)) or point to the run's export/ folder.")
         return path
-    if text.startswith((".", "/", "~")) or text.count("/") != 1:
+    if not is_hub_id(path_or_repo):
         raise FileNotFoundError(f"export folder {path} does not exist (and {text!r} is no hub repo id)")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError

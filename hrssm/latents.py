@@ -1,8 +1,9 @@
 """Latents of a dataset to `.npz` and back to images.
 
-Arrays: features (N, D), h (N, deter), z (N, stoch*classes), local (N, cells, dim), label, place, group, img_id, and
-`metadata` (a JSON string: model, config hash, preprocessing, data, split). Decoding checks the config hash, so
-latents are never decoded by a model they do not belong to.
+Arrays: features (N, D), h (N, deter), z (N, stoch*classes), s (N, cells, dim) (the local latents; (N, 0, 0) without
+a local level), label, place, group, img_id, and `metadata` (a JSON string: model, config hash, preprocessing, data,
+split). Files written before the local array was named `s` call it `local`; they still load. Decoding checks the
+config hash, so latents are never decoded by a model they do not belong to.
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ._io import atomic_file
 from .config import ModelConfig
 
-ARRAYS = ("features", "h", "z", "local", "label", "place", "group", "img_id")
+ARRAYS = ("features", "h", "z", "s", "label", "place", "group", "img_id")
+_OLD_NAMES = {"s": "local"}  # array names of older files
 
 
 def config_hash(cfg: ModelConfig) -> str:
@@ -31,17 +33,15 @@ def dataset_latents(encoder, ds, batch_size: int = 128, progress: bool = True) -
     """Encode every image of a Waterbirds dataset with an `hrssm.Encoder` (deterministic latents)."""
     from tqdm.auto import tqdm
 
-    parts: dict[str, list[torch.Tensor]] = {"h": [], "z": [], "local": []}
+    parts: dict[str, list[torch.Tensor]] = {"h": [], "z": [], "s": []}
     for start in tqdm(range(0, len(ds), batch_size), desc="encoding", unit="batch", disable=not progress):
         lat = encoder.encode_latents(ds[start : start + batch_size]["image"])
-        parts["h"].append(lat["h"].float().cpu())
-        parts["z"].append(lat["z"].float().cpu())
-        if "s" in lat:
-            parts["local"].append(lat["s"].float().cpu())
+        for key, value in lat.items():
+            parts[key].append(value.float().cpu())
     out = {k: torch.cat(v).numpy() for k, v in parts.items() if v}
-    if "local" not in out:
-        out["local"] = np.zeros((len(ds), 0, 0), np.float32)
-    s = torch.from_numpy(out["local"]) if out["local"].size else None
+    if "s" not in out:
+        out["s"] = np.zeros((len(ds), 0, 0), np.float32)
+    s = torch.from_numpy(out["s"]) if out["s"].size else None
     out["features"] = encoder.rssm.features(torch.from_numpy(out["h"]), torch.from_numpy(out["z"]), s).numpy()
     for key in ("label", "place", "group", "img_id"):
         out[key] = np.asarray(ds[key], dtype=np.int64)
@@ -54,15 +54,8 @@ def save_latents(path: str | os.PathLike, arrays: dict[str, np.ndarray], metadat
     missing = [k for k in ARRAYS if k not in arrays]
     if missing:
         raise ValueError(f"latent arrays lack {missing}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, metadata=np.array(json.dumps(metadata)), **{k: arrays[k] for k in ARRAYS})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(path) as f:
+        np.savez(f, metadata=np.array(json.dumps(metadata)), **{k: arrays[k] for k in ARRAYS})
     return path
 
 
@@ -72,10 +65,11 @@ def load_latents(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[s
     if not path.is_file():
         raise FileNotFoundError(f"latents file {path} not found (write one with tools/export_latents.py)")
     with np.load(path, allow_pickle=False) as f:
-        missing = [k for k in (*ARRAYS, "metadata") if k not in f.files]
+        stored = {k: _OLD_NAMES[k] if k not in f.files and _OLD_NAMES.get(k) in f.files else k for k in ARRAYS}
+        missing = [k for k in (*stored.values(), "metadata") if k not in f.files]
         if missing:
             raise ValueError(f"{path} is not an hrssm latents file: it lacks {missing}")
-        arrays = {k: f[k] for k in ARRAYS}
+        arrays = {k: f[name] for k, name in stored.items()}
         metadata = json.loads(str(f["metadata"]))
     return arrays, metadata
 
@@ -95,6 +89,6 @@ def decode_latents(model, arrays: dict[str, np.ndarray], metadata: dict[str, Any
     for start in range(0, count, batch_size):
         stop = min(count, start + batch_size)
         h, z = (torch.from_numpy(arrays[k][start:stop]).to(param) for k in ("h", "z"))
-        s = torch.from_numpy(arrays["local"][start:stop]).to(param) if arrays["local"].size else None
+        s = torch.from_numpy(arrays["s"][start:stop]).to(param) if arrays["s"].size else None
         out.append(model.decode(h, z, s).float().cpu())
     return torch.cat(out)

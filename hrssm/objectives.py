@@ -1,5 +1,8 @@
 """Every training objective in one place: reconstruction, balanced KL with free nats, contrastive, latent prediction.
 
+The KL balance (DreamerV3's dyn / rep terms, each clipped at the free nats) is `balanced_kl`; `WorldModel._kl_term`
+applies it once per level. Weights live in `hrssm.config.LossConfig`.
+
 Scale matters: reconstruction is a squared error *summed* over pixels and channels per image (a Gaussian
 log-likelihood, as in Dreamer) so that it is not drowned by a KL measured in nats. Averaging it per pixel instead
 shrinks it by H*W*C and the KL wins: the classic road to a gray mean image.

@@ -46,8 +46,9 @@ def latent_map(data: dict[str, np.ndarray], path: str | Path, method: str = "tsn
     """A 2D map of (a balanced sample of) the latent features, coloured by bird (label) and by background (place)."""
     plt = pyplot()
     rng = np.random.default_rng(seed)
-    per_group = max(1, max_points // 4)
-    idx = np.concatenate([rng.permutation(np.flatnonzero(data["group"] == g))[:per_group] for g in range(4)])
+    per_group = max(1, max_points // len(GROUP_NAMES))
+    idx = np.concatenate([rng.permutation(np.flatnonzero(data["group"] == g))[:per_group]
+                          for g in range(len(GROUP_NAMES))])
     xy = embed_2d(data["features"][idx], method, seed)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.8))
     for ax, key, names in ((axes[0], "label", LABEL_NAMES), (axes[1], "place", PLACE_NAMES)):

@@ -18,14 +18,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import GROUP_NAMES, load_waterbirds, preprocess
+from ._io import atomic_write_text
+from .data import GROUP_NAMES, SPLITS, load_waterbirds, preprocess
 from .data.contact_sheet import contact_sheet
-from .evaluation import (DFR_PROBE, PROBE_SEEDS, ProbeResult, encode_dataset, floors_table, pixel_features,
-                         probe_table, standard_probes)
+from .evaluation import (
+    DFR_PROBE,
+    PROBE_SEEDS,
+    ProbeResult,
+    encode_dataset,
+    floors_table,
+    pixel_features,
+    probe_table,
+    standard_probes,
+)
 from .viz import image_grid
 from .world_model import WorldModel
 
-SPLITS = ("train", "validation", "test")
 RECON_KEYS = ("recon_std_ratio", "psnr", "psnr_mean_image", "psnr_gain")
 TRAINED = "trained"
 RANDOM_INIT = "random init (same config, seed 0)"
@@ -145,7 +153,7 @@ def _pictures(model, test, test_feats, probes, out: Path, latent_maps) -> dict[s
 def reconstruction_grid(model: WorldModel, ds, per_group: int = 2):
     """Images of `ds` (top row, `per_group` of each group) and their reconstructions from the latents (bottom)."""
     groups = np.asarray(ds["group"])
-    idx = [int(i) for g in range(4) for i in np.flatnonzero(groups == g)[:per_group]]
+    idx = [int(i) for g in range(len(GROUP_NAMES)) for i in np.flatnonzero(groups == g)[:per_group]]
     x = preprocess([ds[i]["image"] for i in idx], model.cfg.image_size)
     lat = model.encode_latents(x)
     recon = model.decode(lat["h"], lat["z"], lat.get("s"))
@@ -166,14 +174,9 @@ def _write_report(out: Path, result: EvalResult, intro: list[str]) -> None:
         text += ["## Pictures", ""]
         for name, file in result.pictures.items():
             text += [f"{name}:", "", f"![{name}]({file})", ""]
-    _atomic_write(out / "report.md", "\n".join(text))
+    atomic_write_text(out / "report.md", "\n".join(text))
 
 
 def _write_json(path: Path, data: dict) -> None:
-    _atomic_write(path, json.dumps(data, indent=2))
+    atomic_write_text(path, json.dumps(data, indent=2))
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -6,7 +6,9 @@ Per step t (the state at t = 0 is the learned initial state, no transition):
     local   c_t = mixer(prev(s_{t-1}) + ctx(h_t, z_t) + pos)                    (one hidden vector per cell)
             prior p(s_t | c_t)                        posterior q(s_t | c_t, patch tokens of the cell at t)
 
-Posterior logits are linear in the observation plus a linear top-down term from the state.
+Posterior logits are linear in the observation plus a linear top-down term from the state. As in DreamerV3, the
+posterior step (`obs_step`) is the prior step of each level (`_global_prior`, `_local_prior`, which `img_step` samples
+from) followed by that level's posterior; `observe` and `imagine` loop over them and stack the `Step`s once.
 
 z_t: `stoch` categoricals of `classes` classes, mixed with 1% uniform and sampled with straight-through gradients
 (DreamerV3). s_t: per cell, a diagonal Gaussian of `local_dim` dimensions, reparameterized: categorical local latents
@@ -15,7 +17,7 @@ learned several times slower in our overfit runs (docs/model.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -40,6 +42,17 @@ class State:
 
 
 @dataclass
+class Step(State):
+    """One step of `obs_step` / `img_step`: the state and the distributions it came from. Priors are always there;
+    posteriors only when the step observed a view; the local ones only with a local level."""
+
+    prior_global: torch.Tensor | None = None  # (B, stoch, classes) log-probabilities
+    post_global: torch.Tensor | None = None
+    prior_local: torch.Tensor | None = None  # (B, cells, 2, local_dim): [mean, std]
+    post_local: torch.Tensor | None = None
+
+
+@dataclass
 class Trajectory:
     """States over time (B, T, ...) with the log-probabilities of priors and (when observed) posteriors."""
 
@@ -50,6 +63,15 @@ class Trajectory:
     post_global: torch.Tensor | None  # None for imagined trajectories
     prior_local: torch.Tensor | None  # (B, T, cells, 2, local_dim): [mean, std]
     post_local: torch.Tensor | None
+
+    @classmethod
+    def stack(cls, steps: list[Step]) -> Trajectory:
+        """The steps stacked along time (dim 1); a field that no step has stays None."""
+        def along_time(name: str) -> torch.Tensor | None:
+            values = [getattr(step, name) for step in steps]
+            return None if values[0] is None else torch.stack(values, dim=1)
+
+        return cls(**{f.name: along_time(f.name) for f in fields(cls)})
 
     def state(self, t: int) -> State:
         return State(self.h[:, t], self.z[:, t], None if self.s is None else self.s[:, t])
@@ -91,8 +113,6 @@ class HierarchicalRSSM(nn.Module):
     def feature_dim(self) -> int:
         return self.cfg.deter + self.z_dim + self.cells * self.s_dim
 
-    # -- pieces of a step -----------------------------------------------------------------------------------------
-
     def initial(self, batch: int) -> State:
         """The state before any transition: learned h, zero latents."""
         h = torch.tanh(self.initial_h).expand(batch, -1)
@@ -100,17 +120,49 @@ class HierarchicalRSSM(nn.Module):
         s = h.new_zeros(batch, self.cells, self.s_dim) if self.cfg.local_grid else None
         return State(h, z, s)
 
-    def transition(self, prev: State, action: torch.Tensor) -> torch.Tensor:
-        return self.gru(self.transition_in(torch.cat([prev.z, action], dim=-1)), prev.h)
+    # -- one step: the prior step of each level; the posterior step adds the observation ----------------------------
 
-    def _categorical(self, logits: torch.Tensor, stoch: int, classes: int) -> torch.Tensor:
-        return unimix_log_probs(logits.unflatten(-1, (stoch, classes)), self.cfg.unimix)
+    def img_step(self, prev: State, action: torch.Tensor, sample: bool = True) -> Step:
+        """Prior step: transition under action (B, A), then each level's prior, sampled top-down."""
+        h, prior_g = self._global_prior(prev, action)
+        z = straight_through_sample(prior_g, sample).flatten(-2)
+        if not self.cfg.local_grid:
+            return Step(h, z, None, prior_g)
+        _, prior_l = self._local_prior(prev, h, z)
+        return Step(h, z, gaussian_sample(prior_l, sample), prior_g, prior_local=prior_l)
 
-    def local_hidden(self, prev_s: torch.Tensor, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        x = self.local_prev(prev_s) + self.local_context(torch.cat([h, z], dim=-1))[:, None] + self.cell_pos
+    def obs_step(self, prev: State, action: torch.Tensor | None, embed: torch.Tensor, cells: torch.Tensor | None,
+                 sample: bool = True) -> Step:
+        """Posterior step: each level's prior step, then its posterior from the observation, sampled top-down.
+
+        embed (B, E) CLS of the view; cells (B, cells, cell_input_dim) its patch tokens per cell (None without a
+        local level); action (B, A) taken after `prev`, None at t = 0 (no transition: `prev` is `initial`).
+        """
+        h, prior_g = self._global_prior(prev, action)
+        post_g = self._categorical(self.post_global_obs(embed) + self.post_global_state(h))
+        z = straight_through_sample(post_g, sample).flatten(-2)
+        if not self.cfg.local_grid:
+            return Step(h, z, None, prior_g, post_g)
+        hidden, prior_l = self._local_prior(prev, h, z)
+        post_l = gaussian_params(self.post_local_obs(cells) + self.post_local_state(hidden), self.cfg.local_min_std)
+        return Step(h, z, gaussian_sample(post_l, sample), prior_g, post_g, prior_l, post_l)
+
+    def _global_prior(self, prev: State, action: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """h (B, deter) = GRU(prev, action) (prev.h itself when action is None) and p(z | h) (B, stoch, classes)."""
+        h = prev.h if action is None else self.gru(self.transition_in(torch.cat([prev.z, action], dim=-1)), prev.h)
+        return h, self._categorical(self.prior_global(h))
+
+    def _local_prior(self, prev: State, h: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cells' hidden vectors (B, cells, local_hidden), from prev.s and the global state of this step, and
+        p(s | hidden) (B, cells, 2, local_dim)."""
+        x = self.local_prev(prev.s) + self.local_context(torch.cat([h, z], dim=-1))[:, None] + self.cell_pos
         for block in self.local_mixer:
             x = block(x)
-        return self.local_norm(x)
+        hidden = self.local_norm(x)
+        return hidden, gaussian_params(self.prior_local(hidden), self.cfg.local_min_std)
+
+    def _categorical(self, logits: torch.Tensor) -> torch.Tensor:
+        return unimix_log_probs(logits.unflatten(-1, (self.cfg.stoch, self.cfg.classes)), self.cfg.unimix)
 
     # -- sequences ------------------------------------------------------------------------------------------------
 
@@ -118,55 +170,24 @@ class HierarchicalRSSM(nn.Module):
                 sample: bool = True) -> Trajectory:
         """Posterior states for a sequence. embed (B, T, E); cells (B, T, cells, cell_input_dim); actions (B, T, A),
         where actions[:, t] is taken after step t (so the last action is unused)."""
-        c = self.cfg
-        batch, steps = embed.shape[:2]
-        out: dict[str, list[torch.Tensor]] = {k: [] for k in ("h", "z", "s", "pg", "qg", "pl", "ql")}
-        state = self.initial(batch)
-        for t in range(steps):
-            h = state.h if t == 0 else self.transition(state, actions[:, t - 1])
-            prior_g = self._categorical(self.prior_global(h), c.stoch, c.classes)
-            post_g = self._categorical(self.post_global_obs(embed[:, t]) + self.post_global_state(h), c.stoch,
-                                       c.classes)
-            z = straight_through_sample(post_g, sample).flatten(-2)
-            s = None
-            if c.local_grid:
-                assert cells is not None and state.s is not None
-                hid = self.local_hidden(state.s, h, z)
-                prior_l = gaussian_params(self.prior_local(hid), c.local_min_std)
-                post_l = gaussian_params(self.post_local_obs(cells[:, t]) + self.post_local_state(hid), c.local_min_std)
-                s = gaussian_sample(post_l, sample)
-                out["s"].append(s), out["pl"].append(prior_l), out["ql"].append(post_l)
-            out["h"].append(h), out["z"].append(z), out["pg"].append(prior_g), out["qg"].append(post_g)
-            state = State(h, z, s)
-        return self._stack(out, observed=True)
+        if self.cfg.local_grid and cells is None:
+            raise ValueError("this RSSM has a local level: pass the patch tokens of each cell, cells (B, T, cells, "
+                             "cell_input_dim) (hrssm.encoder.tokens_to_cells)")
+        state: State = self.initial(embed.shape[0])
+        steps = []
+        for t in range(embed.shape[1]):
+            state = self.obs_step(state, None if t == 0 else actions[:, t - 1], embed[:, t],
+                                  None if cells is None else cells[:, t], sample)
+            steps.append(state)
+        return Trajectory.stack(steps)
 
     def imagine(self, start: State, actions: torch.Tensor, sample: bool = True) -> Trajectory:
         """Prior rollout from `start`: actions (B, T, A); step t applies actions[:, t] to the previous state."""
-        c = self.cfg
-        out: dict[str, list[torch.Tensor]] = {k: [] for k in ("h", "z", "s", "pg", "qg", "pl", "ql")}
-        state = start
+        state, steps = start, []
         for t in range(actions.shape[1]):
-            h = self.transition(state, actions[:, t])
-            prior_g = self._categorical(self.prior_global(h), c.stoch, c.classes)
-            z = straight_through_sample(prior_g, sample).flatten(-2)
-            s = None
-            if c.local_grid:
-                assert state.s is not None
-                prior_l = gaussian_params(self.prior_local(self.local_hidden(state.s, h, z)), c.local_min_std)
-                s = gaussian_sample(prior_l, sample)
-                out["s"].append(s), out["pl"].append(prior_l)
-            out["h"].append(h), out["z"].append(z), out["pg"].append(prior_g)
-            state = State(h, z, s)
-        return self._stack(out, observed=False)
-
-    @staticmethod
-    def _stack(out: dict[str, list[torch.Tensor]], observed: bool) -> Trajectory:
-        def stack(key: str) -> torch.Tensor | None:
-            return torch.stack(out[key], dim=1) if out[key] else None
-
-        return Trajectory(h=stack("h"), z=stack("z"), s=stack("s"), prior_global=stack("pg"),  # type: ignore[arg-type]
-                          post_global=stack("qg") if observed else None, prior_local=stack("pl"),
-                          post_local=stack("ql") if observed else None)
+            state = self.img_step(state, actions[:, t], sample)
+            steps.append(state)
+        return Trajectory.stack(steps)
 
     @staticmethod
     def features(h: torch.Tensor, z: torch.Tensor, s: torch.Tensor | None) -> torch.Tensor:

@@ -1,7 +1,11 @@
 """The world model: views -> ViT encoder -> hierarchical RSSM -> ViT decoder / prediction heads -> losses + metrics.
 
-The encoder and decoder run on all B*T views as one batch; only the recurrent core loops over time. Nothing goes
-from the encoder to the decoder except through the latents, so saved latents decode to the image.
+The encoder and decoder run on all B*T views as one batch; only the recurrent core loops over time (hrssm/rssm.py).
+Nothing goes from the encoder to the decoder except through the latents, so saved latents decode to the image.
+
+`WorldModel.forward` sums named loss terms, each a method returning (weighted loss, metrics): `_kl_term` once per
+level (the KL balance and free nats: `hrssm.objectives.balanced_kl`), `_pixel_loss` or `_latent_prediction`, and
+`_contrastive`. The collapse verdict on those metrics is `hrssm.diagnostics.diagnose_collapse`.
 """
 
 import copy
@@ -12,14 +16,16 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from vit_decoder import ViTDecoder, ViTDecoderConfig
+from vit_decoder import ViTDecoder
 
-from . import objectives as O
-from .config import ModelConfig
+from . import objectives
+from .config import ModelConfig, decoder_config
 from .diagnostics import active_units, image_metrics
-from .distributions import gaussian_kl
+from .distributions import categorical_kl, gaussian_kl
 from .encoder import EncodesImages, ViTEncoder, tokens_to_cells
 from .rssm import HierarchicalRSSM, State, Trajectory, mlp
+
+LossTerm = tuple[torch.Tensor, dict[str, torch.Tensor]]  # (weighted 0-dim loss, its metrics)
 
 
 @dataclass
@@ -32,15 +38,16 @@ class WorldModelOutput:
 
 def build_encoder_and_rssm(cfg: ModelConfig) -> tuple[ViTEncoder, HierarchicalRSSM]:
     """The ViT encoder and the hierarchical RSSM of `cfg` (shared by WorldModel and the exported Encoder)."""
-    e, k = cfg.encoder, cfg.cell_patches
-    return (ViTEncoder(cfg.image_size, e, cfg.channels, cfg.attention),
-            HierarchicalRSSM(cfg.rssm, e.width, cfg.action_dim, k * k * e.width, cfg.attention))
+    width, k = cfg.encoder.width, cfg.cell_patches
+    return (ViTEncoder(cfg.image_size, cfg.encoder, cfg.channels, cfg.attention),
+            HierarchicalRSSM(cfg.rssm, width, cfg.action_dim, k * k * width, cfg.attention))
 
 
 class WorldModel(nn.Module, EncodesImages, PyTorchModelHubMixin, library_name="hrssm",
                  tags=["world-model", "rssm", "representation-learning", "waterbirds"]):
     """The full world model. `save_pretrained` / `from_pretrained` / `push_to_hub` come from huggingface_hub.
 
+    Modules that the configured objectives do not use are None (never absent).
     (No `from __future__ import annotations` in this module: the hub mixin reads the `config` annotation to
     rebuild the dataclass.)
     """
@@ -48,24 +55,23 @@ class WorldModel(nn.Module, EncodesImages, PyTorchModelHubMixin, library_name="h
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg = config
-        e, r = cfg.encoder, cfg.rssm
+        rssm_cfg = cfg.rssm
         self.encoder, self.rssm = build_encoder_and_rssm(cfg)
-        context_dim = r.deter + self.rssm.z_dim
-        feat = self.rssm.feature_dim
-        self.decoder: ViTDecoder | None = None
+        context_dim = rssm_cfg.deter + self.rssm.z_dim
+        self.decoder: ViTDecoder | None = None  # reconstruction
+        self.target_encoder: ViTEncoder | None = None  # latent prediction: an EMA copy of the encoder gives targets
+        self.predictor: nn.Module | None = None  # latent prediction: features -> the next view's target CLS
+        self.local_predictor: nn.Module | None = None  # latent prediction: a cell's latent -> its target tokens
+        self.projector: nn.Module | None = None  # contrastive: z -> the space the contrastive loss compares
         if cfg.loss.objective == "reconstruction":
-            d = cfg.decoder
-            self.decoder = ViTDecoder(ViTDecoderConfig(
-                image_size=cfg.image_size, patch_size=e.patch_size, width=d.width, depth=d.depth, heads=d.heads,
-                mlp_ratio=d.mlp_ratio, token_dim=self.rssm.s_dim, latent_grid=r.local_grid, context_dim=context_dim,
-                channels=cfg.channels, attention=cfg.attention))
-        else:  # latent prediction: an EMA copy of the encoder gives the targets
+            self.decoder = ViTDecoder(decoder_config(cfg, self.rssm.s_dim, rssm_cfg.local_grid, context_dim))
+        else:
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
-            self.predictor = mlp(feat, r.hidden, e.width)
-            if r.local_grid:
-                self.local_predictor = mlp(self.rssm.s_dim + context_dim, r.local_hidden, e.width)
+            self.predictor = mlp(self.rssm.feature_dim, rssm_cfg.hidden, cfg.encoder.width)
+            if rssm_cfg.local_grid:
+                self.local_predictor = mlp(self.rssm.s_dim + context_dim, rssm_cfg.local_hidden, cfg.encoder.width)
         if cfg.loss.contrastive != "none":
-            self.projector = mlp(self.rssm.z_dim, r.hidden, cfg.loss.contrastive_dim)
+            self.projector = mlp(self.rssm.z_dim, rssm_cfg.hidden, cfg.loss.contrastive_dim)
         self._warned_single_step = False
 
     # -- pieces -----------------------------------------------------------------------------------------------------
@@ -106,94 +112,100 @@ class WorldModel(nn.Module, EncodesImages, PyTorchModelHubMixin, library_name="h
     @torch.no_grad()
     def update_ema(self) -> None:
         """Move the target encoder towards the online one (call after each optimizer step; no-op without one)."""
-        if hasattr(self, "target_encoder"):
-            m = self.cfg.loss.ema_momentum
-            for tp, p in zip(self.target_encoder.parameters(), self.encoder.parameters()):
-                tp.lerp_(p.detach(), 1 - m)
+        if self.target_encoder is not None:
+            momentum = self.cfg.loss.ema_momentum
+            for target, online in zip(self.target_encoder.parameters(), self.encoder.parameters()):
+                target.lerp_(online.detach(), 1 - momentum)
 
-    # -- training -----------------------------------------------------------------------------------------------------
+    # -- training ---------------------------------------------------------------------------------------------------
 
     def forward(self, views: torch.Tensor, actions: torch.Tensor, mean_image: torch.Tensor | None = None,
                 grad_diagnostics: bool = False) -> WorldModelOutput:
-        """Every loss term and diagnostic for a batch of view sequences. views (B, T, C, H, W) in [-0.5, 0.5]."""
+        """Every loss term and diagnostic for a batch of view sequences. views (B, T, C, H, W) in [-0.5, 0.5].
+
+        The loss is the sum of `terms`: a new objective is one more method returning (weighted loss, metrics).
+        """
         self._check_inputs(views, actions)
-        cfg, lc = self.cfg, self.cfg.loss
-        b, steps = views.shape[:2]
-        if steps == 1 and self.training and not self._warned_single_step:
-            warnings.warn("sequences of length 1: the transition model (rssm.gru, rssm.transition_in) gets no "
-                          "training signal and the prior only learns an unconditional guess; use views.num_views >= 2 "
-                          "(mode 'augment')", stacklevel=2)
-            self._warned_single_step = True
+        self._warn_if_single_step(views.shape[1])
         embed, tokens, cells = self.encode_views(views)
         traj = self.rssm.observe(embed, cells, actions, sample=self.training)
-        flat = views.flatten(0, 1)
-        m: dict[str, torch.Tensor] = {}
-
-        kl_g, raw_g = O.balanced_kl(traj.post_global, traj.prior_global, lc.kl_dyn_scale, lc.kl_rep_scale,
-                                    lc.free_nats_global)  # (B, T)
-        loss_kl = kl_g.mean()
-        m.update(kl_global_loss=kl_g.mean(), kl_global_raw=raw_g.mean(),
-                 kl_global_floor_share=(raw_g <= lc.free_nats_global + 0.01).float().mean(),
-                 active_global=active_units(traj.post_global.exp().flatten(0, 1)))
-        for t in range(steps):
-            m[f"kl_global/t{t}"] = raw_g[:, t].mean()
+        recon = None if self.decoder is None else self.decode(traj.h, traj.z, traj.s)  # (B, T, C, H, W)
+        free_nats = self.cfg.loss.free_nats_global, self.cfg.loss.free_nats_local
+        kl_terms = [self._kl_term("global", traj.post_global, traj.prior_global, free_nats[0])]
         if traj.post_local is not None:
-            kl_l, raw_l = O.balanced_kl(traj.post_local, traj.prior_local, lc.kl_dyn_scale, lc.kl_rep_scale,
-                                        lc.free_nats_local, kl_fn=gaussian_kl)  # (B, T, cells), free nats per cell
-            loss_kl = loss_kl + kl_l.sum(-1).mean()
-            m.update(kl_local_loss=kl_l.sum(-1).mean(), kl_local_raw=raw_l.sum(-1).mean(),
-                     kl_local_raw_per_cell=raw_l.mean(),
-                     kl_local_floor_share=(raw_l <= lc.free_nats_local + 0.01).float().mean(),
-                     active_local=active_units(traj.post_local[..., 0, :].flatten(0, 2)))
-            for t in range(steps):
-                m[f"kl_local/t{t}"] = raw_l[:, t].sum(-1).mean()
-        loss = loss_kl
-
-        recon = None
-        if self.decoder is not None:
-            recon = self.decode(traj.h, traj.z, traj.s)  # (B, T, C, H, W)
-            rec = O.reconstruction_loss(recon.flatten(0, 1), flat, lc.recon_type, cfg.encoder.patch_size).mean()
-            loss = loss + lc.recon_scale * rec
-            m["recon_loss"] = rec.detach()
-            m.update(image_metrics(recon.flatten(0, 1), flat, mean_image))
-        else:
-            pred_loss = self._latent_prediction(views, traj)
-            loss = loss + lc.latent_pred_scale * pred_loss
-            m["latent_pred_loss"] = pred_loss.detach()
-            m.update(input_min=flat.min(), input_max=flat.max())
-
-        if lc.contrastive != "none":
-            if steps < 2:
-                raise ValueError("loss.contrastive needs at least 2 views per image (views.num_views >= 2)")
-            proj = self.projector(traj.z)  # (B, T, D)
-            pair_losses = [
-                O.barlow_twins_loss(proj[:, t], proj[:, t + 1], lc.barlow_lambda) if lc.contrastive == "barlow"
-                else O.simclr_loss(proj[:, t], proj[:, t + 1], lc.simclr_temperature) for t in range(steps - 1)
-            ]
-            con = torch.stack(pair_losses).mean()
-            loss = loss + lc.contrastive_scale * con
-            m["contrastive_loss"] = con.detach()
-
+            kl_terms.append(self._kl_term("local", traj.post_local, traj.prior_local, free_nats[1]))
+        terms = kl_terms + [self._pixel_loss(views, recon, mean_image) if recon is not None
+                            else self._latent_prediction(views, traj)]
+        if self.projector is not None:
+            terms.append(self._contrastive(traj))
+        loss = sum(term for term, _ in terms)
+        metrics = {name: value for _, term_metrics in terms for name, value in term_metrics.items()}
         if grad_diagnostics:
-            m.update(self._encoder_grad_norms(tokens, embed, loss_kl, loss - loss_kl))
-        m["loss"] = loss.detach()
-        m = {k: v.detach() for k, v in m.items()}
-        return WorldModelOutput(loss=loss, metrics=m, recon=recon, trajectory=traj)
+            loss_kl = sum(term for term, _ in kl_terms)
+            metrics.update(self._encoder_grad_norms(tokens, embed, loss_kl, loss - loss_kl))
+        metrics["loss"] = loss
+        return WorldModelOutput(loss, {k: v.detach() for k, v in metrics.items()}, recon, traj)
 
-    def _latent_prediction(self, views: torch.Tensor, traj: Trajectory) -> torch.Tensor:
+    def _kl_term(self, level: str, post: torch.Tensor, prior: torch.Tensor, free_nats: float) -> LossTerm:
+        """The balanced KL of one level with free nats (objectives.balanced_kl) and its diagnostics.
+
+        global: categorical log-probabilities (B, T, stoch, classes), free nats per image and step. local: Gaussians
+        (B, T, cells, 2, dim), free nats per cell, the KL summed over the cells.
+        """
+        loss_cfg = self.cfg.loss
+        kl_fn, stats = (categorical_kl, post.exp()) if level == "global" else (gaussian_kl, post[..., 0, :])
+        kl, raw = objectives.balanced_kl(post, prior, loss_cfg.kl_dyn_scale, loss_cfg.kl_rep_scale, free_nats, kl_fn)
+        per_cell = raw.dim() > 2  # the local level: its KL is summed over the cells
+
+        def over_cells(x: torch.Tensor) -> torch.Tensor:
+            return x.sum(-1) if per_cell else x
+
+        loss = over_cells(kl).mean()
+        metrics = {f"kl_{level}_loss": loss, f"kl_{level}_raw": over_cells(raw).mean(),
+                   f"kl_{level}_floor_share": (raw <= free_nats + 0.01).float().mean(),
+                   f"active_{level}": active_units(stats.flatten(0, raw.dim() - 1)),
+                   **{f"kl_{level}/t{t}": over_cells(raw[:, t]).mean() for t in range(raw.shape[1])}}
+        if per_cell:
+            metrics[f"kl_{level}_raw_per_cell"] = raw.mean()
+        return loss, metrics
+
+    def _pixel_loss(self, views: torch.Tensor, recon: torch.Tensor, mean_image: torch.Tensor | None) -> LossTerm:
+        """recon_scale x the per-image reconstruction loss of recon (B, T, C, H, W), and the image metrics."""
+        target, pred = views.flatten(0, 1), recon.flatten(0, 1)
+        loss_cfg = self.cfg.loss
+        rec = objectives.reconstruction_loss(pred, target, loss_cfg.recon_type, self.cfg.encoder.patch_size).mean()
+        return loss_cfg.recon_scale * rec, {"recon_loss": rec, **image_metrics(pred, target, mean_image)}
+
+    def _latent_prediction(self, views: torch.Tensor, traj: Trajectory) -> LossTerm:
         """Predict the EMA target encoder's CLS of the next view (cyclic) and its cell tokens of the same view."""
         b, steps = views.shape[:2]
         with torch.no_grad():
-            t_cls, t_tokens = self.target_encoder(views.flatten(0, 1))
-        target_g = t_cls.unflatten(0, (b, steps)).roll(-1, dims=1)
-        loss = O.latent_prediction_loss(self.predictor(self.features(traj)), target_g).mean()
+            target_cls, target_tokens = self.target_encoder(views.flatten(0, 1))
+        target_g = target_cls.unflatten(0, (b, steps)).roll(-1, dims=1)
+        loss = objectives.latent_prediction_loss(self.predictor(self.features(traj)), target_g).mean()
         if traj.s is not None:
-            k, d = self.cfg.cell_patches, self.cfg.encoder.width
-            target_l = self._cells(t_tokens).unflatten(-1, (k * k, d)).mean(-2).unflatten(0, (b, steps))
+            k, width = self.cfg.cell_patches, self.cfg.encoder.width
+            target_l = self._cells(target_tokens).unflatten(-1, (k * k, width)).mean(-2).unflatten(0, (b, steps))
             ctx = torch.cat([traj.h, traj.z], dim=-1)[:, :, None].expand(-1, -1, traj.s.shape[2], -1)
             pred_l = self.local_predictor(torch.cat([traj.s, ctx], dim=-1))
-            loss = loss + O.latent_prediction_loss(pred_l, target_l).mean()
-        return loss
+            loss = loss + objectives.latent_prediction_loss(pred_l, target_l).mean()
+        flat = views.flatten(0, 1)
+        return self.cfg.loss.latent_pred_scale * loss, {"latent_pred_loss": loss, "input_min": flat.min(),
+                                                         "input_max": flat.max()}
+
+    def _contrastive(self, traj: Trajectory) -> LossTerm:
+        """Barlow Twins or SimCLR between the projected global latents of consecutive views."""
+        loss_cfg, steps = self.cfg.loss, traj.z.shape[1]
+        if steps < 2:
+            raise ValueError("loss.contrastive needs at least 2 views per image (views.num_views >= 2)")
+        proj = self.projector(traj.z)  # (B, T, D)
+        pair_losses = [
+            objectives.barlow_twins_loss(proj[:, t], proj[:, t + 1], loss_cfg.barlow_lambda)
+            if loss_cfg.contrastive == "barlow" else
+            objectives.simclr_loss(proj[:, t], proj[:, t + 1], loss_cfg.simclr_temperature) for t in range(steps - 1)
+        ]
+        con = torch.stack(pair_losses).mean()
+        return loss_cfg.contrastive_scale * con, {"contrastive_loss": con}
 
     def _encoder_grad_norms(self, tokens, embed, loss_kl, loss_rest) -> dict[str, torch.Tensor]:
         """Norm of the gradient reaching the encoder output from the KL vs from the other objectives."""
@@ -203,6 +215,13 @@ class WorldModel(nn.Module, EncodesImages, PyTorchModelHubMixin, library_name="h
             out[f"grad_encoder_from_{name}"] = torch.sqrt(sum((g.pow(2).sum() for g in grads if g is not None),
                                                               torch.zeros((), device=embed.device)))
         return out
+
+    def _warn_if_single_step(self, steps: int) -> None:
+        if steps == 1 and self.training and not self._warned_single_step:
+            warnings.warn("sequences of length 1: the transition model (rssm.gru, rssm.transition_in) gets no "
+                          "training signal and the prior only learns an unconditional guess; use views.num_views >= 2 "
+                          "(mode 'augment')", stacklevel=3)
+            self._warned_single_step = True
 
     def _check_inputs(self, views: torch.Tensor, actions: torch.Tensor) -> None:
         c = self.cfg

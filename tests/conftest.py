@@ -1,10 +1,13 @@
-"""Shared fixtures. The whole suite runs offline: hub access is disabled and non-loopback sockets are refused."""
+"""Shared fixtures and helpers (import the helpers with `from conftest import ...`). The whole suite runs offline:
+hub access is disabled and non-loopback sockets are refused."""
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import socket
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before datasets / huggingface_hub are imported
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -28,6 +31,28 @@ def _guarded_connect(self, address):
 
 
 socket.socket.connect = _guarded_connect
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+DEMO_CONFIG = ROOT / "recipes" / "configs" / "demo.yaml"
+
+
+def tiny_run(data, out, *extra: str) -> list[str]:
+    """`--section.key value` overrides of a small, fast training run on a synthetic fixture at 32x32 (6 steps, no
+    trackers, no progress bar); `extra` comes last, so its keys win."""
+    return ["--data.source", str(data), "--output_dir", str(out), "--model.image_size", "32", "--optim.batch_size", "4",
+            "--views.num_views", "2", "--optim.max_steps", "6", "--optim.warmup_steps", "2", "--log.every", "2",
+            "--log.images_every", "3", "--checkpoint.every", "3", "--log.trackers", "[]", "--log.progress", "false",
+            *extra]
+
+
+def digest(model) -> str:
+    """A hash of every tensor of a module's state_dict (or of a state_dict), to compare weights exactly."""
+    state = model.state_dict() if hasattr(model, "state_dict") else model
+    h = hashlib.sha256()
+    for name, p in sorted(state.items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 @pytest.fixture(scope="session")

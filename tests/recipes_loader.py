@@ -1,9 +1,8 @@
 """Import a script of recipes/ or tools/ as a module (they are scripts, not a package)."""
 
 import importlib.util
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 
 
 def _load(folder: str, name: str):

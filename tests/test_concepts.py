@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_run
 from recipes_loader import load_tool
 
 from hrssm.concepts import (
@@ -106,11 +107,10 @@ def edit_model(synthetic_disk, tmp_path_factory):
     from hrssm.trainer import train
 
     out = tmp_path_factory.mktemp("edit") / "run"
-    cfg = TrainConfig.load(None, [
-        "--data.source", str(synthetic_disk), "--output_dir", str(out), "--model.image_size", "32",
-        "--optim.batch_size", "16", "--views.num_views", "3", "--views.mode", "edit", "--optim.max_steps", "300",
-        "--optim.warmup_steps", "20", "--log.every", "50", "--log.images_every", "1000", "--checkpoint.every",
-        "1000", "--log.trackers", "[]", "--log.progress", "false"])
+    cfg = TrainConfig.load(None, tiny_run(
+        synthetic_disk, out, "--optim.batch_size", "16", "--views.num_views", "3", "--views.mode", "edit",
+        "--optim.max_steps", "300", "--optim.warmup_steps", "20", "--log.every", "50", "--log.images_every", "1000",
+        "--checkpoint.every", "1000"))
     return train(cfg).model.eval(), out / "export"
 
 

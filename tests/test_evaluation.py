@@ -3,9 +3,23 @@ import math
 import numpy as np
 import pytest
 
-from hrssm.evaluation import (DFR_C_GRID, DFR_HALF_PROBE, DFR_PROBE, ERM_PROBE, KNN_PROBE, PLACE_PROBE,
-                              balanced_subset, dfr_half_probe, dfr_probe, floors_table, group_accuracies, knn_probe,
-                              split_halves, standard_probes, train_probe)
+from hrssm.evaluation import (
+    DFR_C_GRID,
+    DFR_HALF_PROBE,
+    DFR_PROBE,
+    ERM_PROBE,
+    KNN_PROBE,
+    PLACE_PROBE,
+    balanced_subset,
+    dfr_half_probe,
+    dfr_probe,
+    floors_table,
+    group_accuracies,
+    knn_probe,
+    split_halves,
+    standard_probes,
+    train_probe,
+)
 
 
 def linear_probe(train, test, target="label", C=1.0):

@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_run
 from PIL import Image
 from recipes_loader import load_tool
 
@@ -22,11 +23,9 @@ from hrssm.world_model import WorldModel
 @pytest.fixture(scope="module")
 def trained(synthetic_disk, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "run"
-    cfg = TrainConfig.load(None, [
-        "--data.source", str(synthetic_disk), "--output_dir", str(out), "--model.image_size", "32",
-        "--optim.batch_size", "16", "--views.num_views", "2", "--optim.max_steps", "300", "--optim.warmup_steps", "20",
-        "--log.every", "50", "--log.images_every", "1000", "--checkpoint.every", "1000", "--log.trackers", "[]",
-        "--log.progress", "false"])
+    cfg = TrainConfig.load(None, tiny_run(
+        synthetic_disk, out, "--optim.batch_size", "16", "--optim.max_steps", "300", "--optim.warmup_steps", "20",
+        "--log.every", "50", "--log.images_every", "1000", "--checkpoint.every", "1000"))
     res = train(cfg)
     return res, out / "export"
 
@@ -102,6 +101,18 @@ def test_decoded_npz_of_a_trained_model_matches_training_reconstructions(trained
     assert abs(ratio - trained_ratio) / trained_ratio < 0.05, (ratio, trained_ratio)
 
 
+def test_latents_files_that_name_the_local_array_local_still_load(tmp_path):
+    arrays = {"features": np.ones((2, 5), np.float32), "h": np.ones((2, 2), np.float32),
+              "z": np.ones((2, 3), np.float32), "s": np.arange(8, dtype=np.float32).reshape(2, 2, 2)}
+    arrays.update({k: np.zeros(2, np.int64) for k in ("label", "place", "group", "img_id")})
+    old = {("local" if k == "s" else k): v for k, v in arrays.items()}
+    np.savez(tmp_path / "old.npz", metadata=np.array(json.dumps({"config_hash": "0000"})), **old)
+    loaded, meta = load_latents(tmp_path / "old.npz")
+    assert set(loaded) == set(arrays) and np.array_equal(loaded["s"], arrays["s"]) and meta["config_hash"] == "0000"
+    save_latents(tmp_path / "new.npz", loaded, meta)
+    assert "s" in np.load(tmp_path / "new.npz").files and "local" not in np.load(tmp_path / "new.npz").files
+
+
 def test_bad_exports_are_refused_with_the_reason(trained, tmp_path):
     export = trained[1]
 
@@ -133,7 +144,7 @@ def test_bad_exports_are_refused_with_the_reason(trained, tmp_path):
 
 
 def test_latents_from_another_model_and_bad_files_are_refused(trained, tmp_path):
-    arrays = {k: np.zeros((2, 3), np.float32) for k in ("features", "h", "z", "local")}
+    arrays = {k: np.zeros((2, 3), np.float32) for k in ("features", "h", "z", "s")}
     arrays.update({k: np.zeros(2, np.int64) for k in ("label", "place", "group", "img_id")})
     save_latents(tmp_path / "x.npz", arrays, {"config_hash": "0000"})
     with pytest.raises(ValueError, match="config hash 0000"):

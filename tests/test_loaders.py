@@ -195,5 +195,5 @@ def test_empty_split(tmp_path):
 
 
 def test_bad_image_size(synthetic_disk):
-    with pytest.raises(ValueError, match="image_size must be a positive int"):
+    with pytest.raises(ValueError, match="image_size=0 must be a positive integer"):
         load_waterbirds(synthetic_disk, "train", image_size=0)

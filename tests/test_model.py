@@ -107,6 +107,26 @@ def test_reconstruction_free_mode_has_no_decoder_and_an_ema_target():
         model.decode(out.trajectory.h, out.trajectory.z, out.trajectory.s)
 
 
+def test_modules_an_objective_does_not_use_are_none_not_absent():
+    model = WorldModel(_tiny())
+    unused = ("target_encoder", "predictor", "local_predictor", "projector")
+    assert all(getattr(model, name) is None for name in unused)
+    model.update_ema()  # no target encoder: a no-op
+    global_only = WorldModel(_tiny(loss={"objective": "latent_prediction", "contrastive": "barlow"},
+                                   rssm={"local_grid": 0}))
+    assert global_only.decoder is None and global_only.local_predictor is None
+    assert global_only.target_encoder is not None and global_only.projector is not None
+
+
+def test_loss_is_the_sum_of_its_named_terms():
+    model = WorldModel(_tiny(loss={"contrastive": "barlow"}))
+    out = model(*_inputs(model.cfg))
+    cfg, m = model.cfg.loss, out.metrics
+    terms = (m["kl_global_loss"] + m["kl_local_loss"] + cfg.recon_scale * m["recon_loss"]
+             + cfg.contrastive_scale * m["contrastive_loss"])
+    torch.testing.assert_close(out.loss.detach(), terms)
+
+
 def test_contrastive_needs_two_views():
     model = WorldModel(_tiny(loss={"contrastive": "simclr"}))
     with pytest.raises(ValueError, match="at least 2 views"), warnings.catch_warnings():
@@ -126,13 +146,13 @@ def test_bad_inputs_are_refused_with_the_fix():
 
 
 @pytest.mark.parametrize("over, match", [
-    ({"image_size": 60}, r"image_size=60 is not a multiple of encoder.patch_size=8"),
+    ({"image_size": 60}, r"model.image_size=60 is not a multiple of model.encoder.patch_size=8"),
     ({"image_size": 48, "rssm": {"local_grid": 4}}, r"rssm.local_grid=4 must divide the patch grid 6.*\[1, 2, 3, 6\]"),
     ({"encoder": {"width": 130}}, r"encoder.width=130 must be divisible"),
     ({"loss": {"objective": "diffusion"}}, r"loss.objective='diffusion' must be one of"),
     ({"loss": {"free_nats_local": -1}}, r"loss.free_nats_local=-1 must be a number >= 0"),
     ({"rssm": {"deter": 0}}, r"rssm.deter=0 must be a positive integer"),
-    ({"rssm": {"gru": 3}}, r"unknown key model.rssm.gru"),
+    ({"rssm": {"gru": 3}}, r"unknown key model.rssm.gru; valid keys of model.rssm: classes, deter"),
     ({"decoder_width": 3}, r"unknown key model.decoder_width"),
 ])
 def test_config_errors_name_the_key(over, match):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hrssm import objectives as O
+from hrssm import objectives
 from hrssm.diagnostics import diagnose_collapse, image_metrics
 from hrssm.distributions import categorical_kl, gaussian_kl, straight_through_sample, unimix_log_probs
 
@@ -10,11 +10,11 @@ def test_kl_below_free_nats_has_no_gradient_above_it_does():
     prior = unimix_log_probs(torch.zeros(4, 8, 8), 0.01).requires_grad_()
     near = unimix_log_probs(torch.randn(4, 8, 8) * 0.1, 0.01).requires_grad_()
     far = unimix_log_probs(torch.randn(4, 8, 8) * 5, 0.01).requires_grad_()
-    loss, raw = O.balanced_kl(near, prior, 0.5, 0.1, free_nats=1.0)
+    loss, raw = objectives.balanced_kl(near, prior, 0.5, 0.1, free_nats=1.0)
     assert (raw < 1.0).all() and torch.allclose(loss, torch.full((4,), 0.6))
     loss.sum().backward()
     assert near.grad.abs().max() == 0 and prior.grad.abs().max() == 0
-    loss, raw = O.balanced_kl(far, prior, 0.5, 0.1, free_nats=1.0)
+    loss, raw = objectives.balanced_kl(far, prior, 0.5, 0.1, free_nats=1.0)
     assert (raw > 1.0).all()
     loss.sum().backward()
     assert far.grad.abs().max() > 0 and prior.grad.abs().max() > 0
@@ -25,7 +25,7 @@ def test_kl_balancing_routes_dyn_to_the_prior_and_rep_to_the_posterior():
     prior = unimix_log_probs(torch.randn(3, 4, 5) * 3, 0.01)
     for dyn, rep, grad_post, grad_prior in ((1.0, 0.0, False, True), (0.0, 1.0, True, False)):
         q, p = post.clone().requires_grad_(), prior.clone().requires_grad_()
-        loss, raw = O.balanced_kl(q, p, dyn, rep, free_nats=0.0)
+        loss, raw = objectives.balanced_kl(q, p, dyn, rep, free_nats=0.0)
         torch.testing.assert_close(loss, (dyn + rep) * categorical_kl(post, prior))
         loss.sum().backward()
         assert (q.grad.abs().sum() > 0) == grad_post and (p.grad.abs().sum() > 0) == grad_prior
@@ -57,16 +57,16 @@ def test_unimix_keeps_every_class_possible():
 
 def test_reconstruction_is_summed_per_image():
     a, b = torch.zeros(2, 3, 8, 8), torch.full((2, 3, 8, 8), 0.5)
-    torch.testing.assert_close(O.reconstruction_loss(a, b), torch.full((2,), 0.25 * 3 * 64))
-    assert O.reconstruction_loss(a, b, "normalized_patch", patch_size=4).shape == (2,)
+    torch.testing.assert_close(objectives.reconstruction_loss(a, b), torch.full((2,), 0.25 * 3 * 64))
+    assert objectives.reconstruction_loss(a, b, "normalized_patch", patch_size=4).shape == (2,)
 
 
 def test_contrastive_losses_prefer_matching_pairs():
     a = torch.randn(32, 16)
-    for fn in (O.simclr_loss, O.barlow_twins_loss):
+    for fn in (objectives.simclr_loss, objectives.barlow_twins_loss):
         assert fn(a, a + 0.01 * torch.randn_like(a)) < fn(a, torch.randn(32, 16))
     with pytest.raises(ValueError, match="at least 2"):
-        O.simclr_loss(a[:1], a[:1])
+        objectives.simclr_loss(a[:1], a[:1])
 
 
 def test_image_metrics_see_gray_and_perfect_reconstructions():

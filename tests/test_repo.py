@@ -1,9 +1,8 @@
 """Repository contracts: CI runs the README's test command verbatim."""
 
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 
 
 def _readme_commands():
@@ -21,3 +20,28 @@ def test_readme_main_job_points_at_existing_scripts():
     main = next(c for c in _readme_commands() if "pytest" not in c)
     for script in re.findall(r"python ([\w/]+\.py)", main):
         assert (ROOT / script).is_file(), script
+
+
+
+def _readme_layout() -> dict[str, list[str]]:
+    """{folder: the module names its lines list} of the README's Layout block."""
+    block = re.search(r"## Layout\n\n```\n(.+?)\n```", (ROOT / "README.md").read_text(), re.S).group(1)
+    layout: dict[str, list[str]] = {}
+    folder = ""
+    for line in block.splitlines():
+        folder = line.split()[0] if not line.startswith(" ") else folder
+        names = re.split(r"\s{3,}", line[len(folder):].strip())[0]  # before the "(what it is)" column
+        layout.setdefault(folder, []).extend(n.strip() for n in re.sub(r"\([^)]*\)", "", names).split(","))
+    return layout
+
+
+def test_readme_layout_matches_the_tree():
+    layout = _readme_layout()
+    for folder in layout:
+        assert (ROOT / folder).exists(), folder
+    for package in ("hrssm/", "hrssm/data/"):
+        modules = {p.stem for p in (ROOT / package).glob("*.py") if p.stem != "__init__"}
+        assert set(filter(None, layout[package])) == modules, package
+    folders = {p.name + "/" for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists() or p.name in (
+        "recipes", "tools", "benchmarks", "docs", "tests")}
+    assert folders <= set(layout), folders - set(layout)

@@ -7,6 +7,7 @@ from recipes_loader import load_tool
 
 from hrssm import ModelConfig, WorldModel
 from hrssm.baselines import ViTVAE
+from hrssm.evaluation import PROBES
 
 
 def test_vae_baseline_is_about_the_world_models_size_and_trains_every_parameter():
@@ -32,7 +33,7 @@ def test_vae_baseline_is_about_the_world_models_size_and_trains_every_parameter(
 def test_a_study_trains_evaluates_writes_and_reuses_its_runs(synthetic_disk, tmp_path, capsys):
     studies = load_tool("run_studies")
     args = ["--study", "vae_baseline", "--steps", "2", "--data", str(synthetic_disk), "--runs", str(tmp_path / "runs"),
-            "--out", str(tmp_path / "docs")]
+            "--out", str(tmp_path / "docs"), "--probe-seeds", "2"]
     assert studies.main(args) == 0
     printed = capsys.readouterr().out
     assert printed.count("== ") == 4  # default, T1_repeat, two VAEs
@@ -41,8 +42,10 @@ def test_a_study_trains_evaluates_writes_and_reuses_its_runs(synthetic_disk, tmp
     rows = json.loads((tmp_path / "docs" / "vae_baseline.json").read_text())["rows"]
     assert [r["name"] for r in rows] == ["default", "T1_repeat", "vae_beta1", "vae_beta0.1"]
     for row in rows:
-        assert set(row["probes"]) == {studies.ERM, studies.DFR, studies.PLACE}
-        assert 0 <= row["probes"][studies.DFR]["worst_group"] <= 1 and row["reconstruction"]["psnr"] > 0
+        assert set(row["probes"]) == set(PROBES) == set(row["random_init"])  # every variant beside its random init
+        assert 0 <= row["probes"][studies.DFR]["acc_wg"] <= 1 and row["reconstruction"]["psnr"] > 0
+        assert row["probes"][studies.DFR]["seeds"] == 2
+    assert "*floor: raw pixels (32x32)*" in table
     assert (tmp_path / "docs" / "vae_baseline.png").stat().st_size > 1000
     assert studies.main(args) == 0  # cached: nothing is retrained
     assert "== " not in capsys.readouterr().out

@@ -1,7 +1,6 @@
 """Training with Accelerate: config errors, run folder, exact resume, atomic checkpoints, NaN and collapse stops,
 signals, and a 2-process CPU run."""
 
-import hashlib
 import json
 import os
 import signal
@@ -11,39 +10,27 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from conftest import DEMO_CONFIG, ROOT, digest, tiny_run
 
 from hrssm import trainer as trainer_mod
 from hrssm.checkpoint import checkpoints, latest_checkpoint
+from hrssm.data import ViewConfig
 from hrssm.train_config import TrainConfig
 from hrssm.trainer import NonFiniteLossError, TrainingInterrupted, train
 from hrssm.world_model import WorldModel
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "recipes" / "train_hrssm.py"
 
 
 def _cfg(data, out, *extra):
-    """A tiny, fast run on the 32x32 synthetic fixture."""
-    return TrainConfig.load(ROOT / "recipes" / "configs" / "demo.yaml", [
-        "--data.source", str(data), "--output_dir", str(out), "--model.image_size", "32", "--optim.batch_size", "4",
-        "--views.num_views", "2", "--optim.max_steps", "6", "--optim.warmup_steps", "2", "--log.every", "2",
-        "--log.images_every", "3", "--checkpoint.every", "3", "--log.trackers", "[]", "--log.progress", "false",
-        "--collapse.warmup_steps", "1000", *extra])
-
-
-def _digest(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    """A tiny, fast run of the demo config on the 32x32 synthetic fixture."""
+    return TrainConfig.load(DEMO_CONFIG, tiny_run(data, out, "--collapse.warmup_steps", "1000", *extra))
 
 
 @pytest.mark.parametrize("args, key", [
     (["--optim.lrr", "1"], "optim.lrr"),
     (["--optim.batch_size", "0"], "optim.batch_size=0"),
-    (["--views.mode", "shuffle"], "views mode must be 'repeat', 'augment' or 'edit'"),
+    (["--views.mode", "shuffle"], "views.mode='shuffle' must be one of 'repeat', 'augment', 'edit'"),
     (["--views.num_view", "2"], "num_view"),
     (["--model.loss.recon_scal", "2"], "model.loss.recon_scal"),
     (["--model.rssm.local_grid", "3"], "rssm.local_grid=3"),
@@ -56,8 +43,20 @@ def test_bad_config_fails_before_training_naming_the_key(args, key, capsys):
     from recipes_loader import load_recipe
 
     main = load_recipe("train_hrssm").main
-    assert main(["--config", str(ROOT / "recipes/configs/demo.yaml"), *args]) == 2
+    assert main(["--config", str(DEMO_CONFIG), *args]) == 2
     assert key in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("section", ["data", "views", "model", "model.loss", "optim", "log", "checkpoint", "collapse"])
+def test_an_unknown_key_in_any_section_is_refused_with_the_valid_keys(section):
+    with pytest.raises(ValueError, match=rf"unknown key {section}.nope; valid keys of {section}: \w+, "):
+        TrainConfig.load(None, [f"--{section}.nope", "1"])
+
+
+def test_values_take_the_type_of_their_field():
+    cfg = TrainConfig.load(None, ["--optim.betas", "[0.8, 0.9]", "--views.crop_scale", "[0.5, 1]"])
+    assert cfg.optim.betas == (0.8, 0.9) and cfg.views.crop_scale == (0.5, 1)
+    assert isinstance(cfg.views, ViewConfig) and cfg.model_config().action_dim == cfg.views.action_dim
 
 
 def test_run_folder_holds_config_metrics_images_checkpoints_export(synthetic_disk, tmp_path):
@@ -73,7 +72,7 @@ def test_run_folder_holds_config_metrics_images_checkpoints_export(synthetic_dis
     assert sorted(p.name for p in (out / "images").iterdir()) == ["step_0000003.png", "step_0000006.png"]
     assert [s for s, _ in checkpoints(out / "checkpoints")] == [3, 6]
     loaded = WorldModel.from_pretrained(out / "export")
-    assert _digest(loaded) == _digest(res.model)
+    assert digest(loaded) == digest(res.model)
 
 
 def test_resume_after_interruption_equals_an_uninterrupted_run(synthetic_disk, tmp_path, monkeypatch):
@@ -93,11 +92,11 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(synthetic_disk, t
 
     at_step_4 = WorldModel(full.model.cfg)
     at_step_4.load_state_dict(load_file(tmp_path / "cut" / "checkpoints" / "step_00000004" / "model.safetensors"))
-    assert _digest(at_step_4) != _digest(full.model)  # the last two steps do change the weights
+    assert digest(at_step_4) != digest(full.model)  # the last two steps do change the weights
     monkeypatch.undo()
     resumed = train(_cfg(synthetic_disk, tmp_path / "cut", "--checkpoint.every", "100"), resume=True)
     assert resumed.step == 6
-    assert _digest(resumed.model) == _digest(full.model)
+    assert digest(resumed.model) == digest(full.model)
 
 
 def test_a_killed_checkpoint_write_leaves_the_previous_one_loadable(synthetic_disk, tmp_path, monkeypatch):
@@ -145,12 +144,12 @@ def test_stop_on_collapse_fires_on_a_collapsed_config_not_on_the_demo(synthetic_
     common = ["--data.source", str(synthetic_disk), "--model.image_size", "32", "--optim.batch_size", "8",
               "--log.every", "20", "--log.trackers", "[]", "--log.progress", "false", "--collapse.warmup_steps", "100",
               "--optim.max_steps", "160", "--checkpoint.every", "1000", "--stop-on-collapse"]
-    collapsed = _run_script("--config", str(ROOT / "recipes/configs/demo.yaml"), "--output_dir",
+    collapsed = _run_script("--config", str(DEMO_CONFIG), "--output_dir",
                             str(tmp_path / "bad"), "--model.loss.recon_scale", "1e-4", "--model.loss.free_nats_global",
                             "0", "--model.loss.free_nats_local", "0", *common)
     assert collapsed.returncode == 3, collapsed.stderr[-2000:]
     assert "COLLAPSE DETECTED" in collapsed.stdout and "no_better_than_mean_image" in collapsed.stdout
-    healthy = _run_script("--config", str(ROOT / "recipes/configs/demo.yaml"), "--output_dir",
+    healthy = _run_script("--config", str(DEMO_CONFIG), "--output_dir",
                           str(tmp_path / "good"), *common)
     assert healthy.returncode == 0, healthy.stdout[-2000:] + healthy.stderr[-2000:]
     assert "COLLAPSE" not in healthy.stdout
@@ -166,7 +165,7 @@ def _run_script(*args, timeout=300):
 def test_sigint_saves_a_checkpoint_and_exits_130(synthetic_disk, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--config", str(ROOT / "recipes/configs/demo.yaml"), "--data.source",
+        [sys.executable, str(SCRIPT), "--config", str(DEMO_CONFIG), "--data.source",
          str(synthetic_disk), "--output_dir", str(out), "--model.image_size", "32", "--optim.batch_size", "4",
          "--optim.max_steps", "100000", "--log.every", "2", "--log.trackers", "[]", "--log.progress", "false",
          "--checkpoint.every", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -187,10 +186,13 @@ def test_two_cpu_processes_train_one_ddp_model(synthetic_disk, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(ROOT / "tests" / "ddp_worker.py"), str(synthetic_disk), str(out)],
+                           str(ROOT / "tests" / "ddp_worker.py"), str(out), str(DEMO_CONFIG),
+                           *tiny_run(synthetic_disk, out, "--optim.max_steps", "4", "--collapse.warmup_steps", "1000")],
                           capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert all(r["num_processes"] == 2 and r["wrapped_as"] == "DistributedDataParallel" for r in ranks)
-    assert ranks[0]["digest"] == ranks[1]["digest"]
+    assert all(r["num_processes"] == 2 and r["prepared_model"] == "DistributedDataParallel" for r in ranks)
+    from safetensors.torch import load_file
+
+    assert digest(load_file(out / "rank0.safetensors")) == digest(load_file(out / "rank1.safetensors"))
     assert (out / "export" / "model.safetensors").exists()

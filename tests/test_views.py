@@ -59,8 +59,9 @@ def test_colour_jitter_changes_colour_not_geometry(images):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"num_views": 0}, "num_views"),
-    ({"mode": "shuffle"}, "mode must be 'repeat', 'augment' or 'edit'"),
+    ({"mode": "shuffle"}, "views.mode='shuffle' must be one of 'repeat', 'augment', 'edit'"),
     ({"crop_scale": (0.0, 1.0)}, "crop_scale"),
+    ({"crop_scale": [0.5, 2.0]}, r"crop_scale=\(0.5, 2.0\)"),  # a list (YAML) becomes the annotated tuple
     ({"brightness": 1.5}, "brightness"),
     ({"action_dim": 0}, "action_dim"),
 ])

@@ -38,15 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = p.parse_known_args(argv)
 
     import hrssm
-    from hrssm.data import GROUP_NAMES, LABEL_NAMES, WaterbirdsDataError, load_waterbirds, preprocess
+    from hrssm.data import GROUP_NAMES, LABEL_NAMES, SPLITS, WaterbirdsDataError, load_waterbirds, preprocess
     from hrssm.data.counterfactual import add_counterfactuals
     from hrssm.train_config import TrainConfig
     from hrssm.trainer import train
 
     try:
         demo = hrssm.load_world_model(args.model).eval()
-        splits = {s: load_waterbirds(args.data, s, image_size=demo.cfg.image_size)
-                  for s in ("train", "validation", "test")}
+        splits = {s: load_waterbirds(args.data, s, image_size=demo.cfg.image_size) for s in SPLITS}
     except (hrssm.ExportError, WaterbirdsDataError, FileNotFoundError) as err:
         print(f"error: {err}\n(the concepts example needs the main job's model: run `python recipes/demo.py`)",
               file=sys.stderr)
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     e_short = train_probe(ed["train"], ed["validation"], ed["test"], "label")
     e_dfr = dfr_probe(ed["train"], ed["validation"], ed["test"], "label", seeds=(0,))
     plan_rows, amounts = _plan_actions(editor, ed, e_place, e_short.probe, e_dfr.probe)
-    idx = [int(i) for g in range(4) for i in np.flatnonzero(np.asarray(test["group"]) == g)[:2]]
+    idx = [int(i) for g in range(len(GROUP_NAMES)) for i in np.flatnonzero(np.asarray(test["group"]) == g)[:2]]
     x = preprocess([test[i]["image"] for i in idx], size)
     rows = [x, pictures["CAV edit (demo model)"][0][idx], pictures["CAV edit (demo model)"][1][idx],
             pictures["action edit (edit-trained model)"][0][idx], pictures["action edit (edit-trained model)"][1][idx],
@@ -155,7 +154,7 @@ def _plan_actions(editor, ed: dict, place_probe, shortcut_probe, dfr_probe) -> t
     from hrssm.evaluation import group_accuracies
 
     tr, te = ed["train"], ed["test"]
-    lat = {"h": torch.from_numpy(te["h"]), "z": torch.from_numpy(te["z"]), "s": torch.from_numpy(te["local"])}
+    lat = {"h": torch.from_numpy(te["h"]), "z": torch.from_numpy(te["z"]), "s": torch.from_numpy(te["s"])}
     lat = {k: v for k, v in lat.items() if v.numel()}
     keep = torch.as_tensor(dfr_probe.predict(te["features"]))  # the bird call before editing (no labels used)
     place_logit, bird_logit = linear_logit_fn(place_probe), linear_logit_fn(dfr_probe)

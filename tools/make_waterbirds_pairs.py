@@ -15,8 +15,6 @@ The other background is drawn from the place_filenames of the other place, keyed
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -48,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     from datasets import Image as ImageFeature
     from tqdm.auto import tqdm
 
-    from hrssm.data.schema import FEATURES, ORIGINAL_SPLIT_CODES
+    from hrssm._io import atomic_directory
+    from hrssm.data.schema import FEATURES, ORIGINAL_SPLIT_CODES, group_of
 
     if Path(args.out).exists():
         print(f"error: {args.out} exists; remove it or pick another --out", file=sys.stderr)
@@ -85,13 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         split = ORIGINAL_SPLIT_CODES[int(row["split"])]
         r = rows.setdefault(split, {k: [] for k in features})
         label, place = int(row["y"]), int(row["place"])
-        for key, value in (("image", image), ("label", label), ("place", place), ("group", 2 * label + place),
+        for key, value in (("image", image), ("label", label), ("place", place), ("group", group_of(label, place)),
                            ("split", split), ("img_id", int(row["img_id"])), ("counterfactual", counterfactual)):
             r[key].append(value)
-    tmp = Path(f"{args.out}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    DatasetDict({s: Dataset.from_dict(cols, features=features) for s, cols in rows.items()}).save_to_disk(str(tmp))
-    os.replace(tmp, args.out)  # atomic: a crash leaves no half-written dataset at --out
+    with atomic_directory(args.out) as work:  # a crash leaves no half-written dataset at --out
+        DatasetDict({s: Dataset.from_dict(cols, features=features) for s, cols in rows.items()}).save_to_disk(str(work))
     sizes = ", ".join(f"{s}: {len(c['label'])}" for s, c in rows.items())
     print(f"wrote {len(meta)} pairs to {args.out} ({sizes})")
     return 0

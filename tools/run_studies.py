@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hrssm._io import atomic_write_text
 from hrssm.evaluation import DFR_PROBE as DFR
 from hrssm.evaluation import ERM_PROBE as ERM
 from hrssm.evaluation import KNN_PROBE as KNN
 from hrssm.evaluation import PLACE_PROBE as PLACE
-from hrssm._io import atomic_write_text
 from hrssm.report import RECON_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,8 +128,7 @@ def run_variant(name: str, args) -> dict:
 
 
 def _splits(data, image_size: int) -> dict:
-    from hrssm.data import load_waterbirds
-    from hrssm.report import SPLITS
+    from hrssm.data import SPLITS, load_waterbirds
 
     return {s: load_waterbirds(data, s, image_size=image_size) for s in SPLITS}
 

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import hrssm
     from hrssm.concepts import concept_cavs, linear_logit_fn, tcav_by_class
-    from hrssm.data import LABEL_NAMES, PLACE_NAMES, WaterbirdsDataError, load_waterbirds
+    from hrssm.data import LABEL_NAMES, PLACE_NAMES, SPLITS, WaterbirdsDataError, load_waterbirds
     from hrssm.evaluation import dfr_probe, train_probe
     from hrssm.latents import dataset_latents
     from hrssm.plots import tcav_bars
@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         key_value = parse_concept(args.concept) if args.concept else None
         folder_images = _folder_images(Path(args.concept_folder)) if args.concept_folder else None
         enc = hrssm.load(args.model)
-        splits = {s: load_waterbirds(args.data, s, image_size=enc.cfg.image_size)
-                  for s in ("train", "validation", "test")}
+        splits = {s: load_waterbirds(args.data, s, image_size=enc.cfg.image_size) for s in SPLITS}
     except (ValueError, FileNotFoundError, WaterbirdsDataError, hrssm.ExportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

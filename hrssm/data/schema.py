@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from datasets import ClassLabel, Features, Image, Value
+
+T = TypeVar("T")
 
 LABEL_NAMES = ("landbird", "waterbird")
 PLACE_NAMES = ("land", "water")
@@ -21,13 +25,13 @@ FEATURES = Features(
         "image": Image(mode="RGB"),  # decoded as RGB whatever the file holds (grayscale, RGBA, palette)
         "label": ClassLabel(names=list(LABEL_NAMES)),
         "place": ClassLabel(names=list(PLACE_NAMES)),
-        "group": Value("int64"),  # 2 * label + place
+        "group": Value("int64"),  # group_of(label, place)
         "split": Value("string"),  # one of SPLITS
         "img_id": Value("int64"),
     }
 )
 
-#: Group g = 2 * label + place.
+#: Group names indexed by group id (`group_of`); loop over groups with `enumerate(GROUP_NAMES)`.
 GROUP_NAMES = ("landbird_land", "landbird_water", "waterbird_land", "waterbird_water")
 
 #: Images per group in the real Waterbirds (Sagawa et al. 2020), indexed by group id.
@@ -38,9 +42,10 @@ GROUP_COUNTS = {
 }
 
 
-def group_of(label: int, place: int) -> int:
-    """Group id of a (bird class, background) pair: 2 * label + place."""
-    return 2 * int(label) + int(place)
+def group_of(label: T, place: T) -> T:
+    """Group id of a (bird class, background) pair, 2 * label + place (an index of GROUP_NAMES); works elementwise
+    on NumPy arrays and tensors too."""
+    return 2 * label + place
 
 
 def canonical_split(split: str | int) -> str:

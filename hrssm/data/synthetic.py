@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from .._io import atomic_directory
 from .schema import COLUMNS, FEATURES, LABEL_NAMES, SPLITS, group_of, scaled_group_counts
 
 _SPLIT_CODE = {s: i for i, s in enumerate(SPLITS)}
@@ -320,12 +319,8 @@ def write_save_to_disk(columns: dict[str, dict[str, list]], out: str | os.PathLi
     _check_target(out, overwrite)
     dd = DatasetDict({s: Dataset.from_dict({c: cols[c] for c in COLUMNS}, features=FEATURES)
                       for s, cols in columns.items()})
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        dd.save_to_disk(str(tmp / "dataset"))
-        _replace_dir(tmp / "dataset", out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_directory(out) as work:
+        dd.save_to_disk(str(work))
     return dd
 
 
@@ -333,21 +328,17 @@ def write_original_folder(columns: dict[str, dict[str, list]], out: str | os.Pat
     """Write generated splits in the original Waterbirds layout: ``metadata.csv`` + one JPEG per image."""
     out = Path(out)
     _check_target(out, overwrite)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as work:
         lines = ["img_id,img_filename,y,split,place,place_filename"]
         for split, cols in columns.items():
             for k, name in enumerate(cols["img_filename"]):
-                path = tmp / "folder" / name
+                path = work / name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(cols["image"][k]["bytes"])
                 lines.append(f"{cols['img_id'][k]},{name},{cols['label'][k]},{_SPLIT_CODE[split]},"
                              f"{cols['place'][k]},{cols['place_filename'][k]}")
-        (tmp / "folder").mkdir(exist_ok=True)
-        (tmp / "folder" / "metadata.csv").write_text("\n".join(lines) + "\n")
-        _replace_dir(tmp / "folder", out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        work.mkdir(exist_ok=True)
+        (work / "metadata.csv").write_text("\n".join(lines) + "\n")
     return out
 
 
@@ -355,17 +346,6 @@ def _check_target(out: Path, overwrite: bool) -> None:
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists: pass overwrite=True (--overwrite) to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move `src` to `dst`; an existing `dst` is only removed once `src` is complete."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
 
 
 def group_table(counts: dict[str, tuple[int, ...]]) -> str:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._config_utils import Config, integer, number
 from .preprocess import PIXEL_MAX, PIXEL_MIN, check_pixel_range, preprocess
 
 _N_PARAMS = 8  # uniforms per view: area, log-ratio, x, y, flip, brightness, contrast, saturation
@@ -26,9 +27,10 @@ _LUMA = (0.299, 0.587, 0.114)
 
 
 @dataclass
-class ViewConfig:
+class ViewConfig(Config):
     """How a still image becomes a sequence of views."""
 
+    section: ClassVar[str] = "views"
     num_views: int = 4
     mode: Literal["repeat", "augment", "edit"] = "augment"
     action_dim: int = 1
@@ -39,21 +41,14 @@ class ViewConfig:
     contrast: float = 0.1
     saturation: float = 0.1
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.num_views, int) or self.num_views < 1:
-            raise ValueError(f"num_views must be an int >= 1, got {self.num_views!r}")
-        if self.mode not in ("repeat", "augment", "edit"):
-            raise ValueError(f"views mode must be 'repeat', 'augment' or 'edit', got {self.mode!r}")
-        if not isinstance(self.action_dim, int) or self.action_dim < 1:
-            raise ValueError(f"action_dim must be an int >= 1, got {self.action_dim!r}")
+    def validate(self) -> None:
+        self.check(integer, "num_views", "action_dim")
+        self.check(number, "brightness", "contrast", "saturation", high=1)
         lo, hi = self.crop_scale
         if not 0 < lo <= hi <= 1:
-            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
+            raise ValueError(f"views.crop_scale={self.crop_scale} must satisfy 0 < low <= high <= 1")
         if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
-            raise ValueError(f"crop_ratio must satisfy 0 < low <= high, got {self.crop_ratio}")
-        for name in ("brightness", "contrast", "saturation"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} jitter must be in [0, 1), got {getattr(self, name)}")
+            raise ValueError(f"views.crop_ratio={self.crop_ratio} must satisfy 0 < low <= high")
 
 
 def view_uniforms(keys: Sequence[Sequence[int]], num_views: int) -> torch.Tensor:

@@ -8,7 +8,7 @@
     JPEGs are not read again.
 
 Every path returns the columns of :data:`hrssm.data.schema.FEATURES`: ``image`` (decoded as RGB), ``label``,
-``place``, ``group`` (= 2 * label + place), ``split``, ``img_id``.
+``place``, ``group`` (`hrssm.data.schema.group_of`), ``split``, ``img_id``.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
 
+from .._config_utils import integer
+from .._io import atomic_directory, is_hub_id
 from .preprocess import resize_center_crop, to_uint8_chw
-from .schema import FEATURES, ORIGINAL_SPLIT_CODES, SPLITS, canonical_split
+from .schema import FEATURES, ORIGINAL_SPLIT_CODES, SPLITS, canonical_split, group_of
 
 DEFAULT_HUB_ID = "grodino/waterbirds"
 METADATA_COLUMNS = ("img_id", "img_filename", "y", "split", "place")
@@ -58,8 +58,8 @@ def load_waterbirds(source: str | os.PathLike = DEFAULT_HUB_ID, split: str | Non
     from datasets import DatasetDict
 
     wanted = None if split is None else canonical_split(split)
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-        raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+    if image_size is not None:
+        integer("image_size", image_size)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     splits, where = _open_source(source, cache)
 
@@ -85,10 +85,6 @@ def load_waterbirds(source: str | os.PathLike = DEFAULT_HUB_ID, split: str | Non
 # -- where the data comes from ------------------------------------------------------------------------------------
 
 
-def _looks_like_path(source: str) -> bool:
-    return source.startswith((".", "/", "~")) or source.count("/") > 1 or os.sep != "/" and os.sep in source
-
-
 def _open_source(source, cache: Path):
     """{split: Dataset} of the source and a human-readable description of it."""
     text = os.fspath(source)
@@ -107,7 +103,7 @@ def _open_source(source, cache: Path):
             "Waterbirds folder (no metadata.csv). Point to one of those, or make a synthetic copy with "
             "`python tools/make_synthetic_waterbirds.py --out DIR`."
         )
-    if isinstance(source, os.PathLike) or _looks_like_path(text):
+    if not is_hub_id(source):
         raise FileNotFoundError(
             f"Waterbirds folder {path} does not exist. Check the path, or make a synthetic copy with "
             f"`python tools/make_synthetic_waterbirds.py --out {text}`."
@@ -232,20 +228,14 @@ def _convert_folder(root: Path, cache: Path) -> Path:
                 "image": [images[i] for i in idx],
                 "label": labels[idx].tolist(),
                 "place": places[idx].tolist(),
-                "group": (2 * labels[idx] + places[idx]).tolist(),
+                "group": group_of(labels[idx], places[idx]).tolist(),
                 "split": [name] * len(idx),
                 "img_id": ids[idx].tolist(),
             },
             features=FEATURES,
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:  # write aside, then rename: an interrupted conversion never leaves a half cache behind
-        dd.save_to_disk(str(tmp / "data"))
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp / "data", out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_directory(out) as work:  # an interrupted conversion never leaves a half cache behind
+        dd.save_to_disk(str(work))
     return out
 
 
@@ -282,7 +272,7 @@ def _standardize(ds, split: str, where: str, id_offset: int = 0):
             raise WaterbirdsDataError(f"column {name!r} of split {split!r} of {where} must be 0/1, found {bad[:5]}")
     if "img_id" not in cols:
         ds = ds.add_column("img_id", list(range(id_offset, id_offset + len(ds))))
-    for name, values in (("group", (2 * labels + places).tolist()), ("split", [split] * len(ds))):
+    for name, values in (("group", group_of(labels, places).tolist()), ("split", [split] * len(ds))):
         if name in cols:  # always derived, so it cannot disagree with label/place or the split it came from
             ds = ds.remove_columns(name)
         ds = ds.add_column(name, values)

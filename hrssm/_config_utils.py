@@ -1,0 +1,172 @@
+"""The one config mechanism behind `ModelConfig` (hrssm/config.py), `TrainConfig` (hrssm/train_config.py) and
+`ViewConfig` (hrssm/data/views.py): dataclasses that derive from `Config`.
+
+    cfg = build(ModelConfig, {"rssm": {"deter": 256}})                     # a mapping -> a checked dataclass
+    data = merge(yaml_data, parse_overrides(cli_pairs(["--optim.lr", "3e-4"])))   # nested mappings, key by key
+
+- one build (`build`): an unknown key raises, listing the valid keys of its section;
+- types come from the field annotations: a mapping for a dataclass field is built into that dataclass, a list for a
+  tuple field becomes a tuple, a `Literal[...]` field accepts only its values;
+- one merge (`merge`): overrides do not need to know the defaults, `build` refuses keys that do not exist;
+- one set of validators (`integer`, `number`, `one_of`), called from each class's `validate()` through
+  `Config.check`, with messages ``section.key=value must be ...``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+C = TypeVar("C", bound="Config")
+
+
+class Config:
+    """Base of the config dataclasses: on construction each field is coerced from its annotation, then `validate()`
+    runs, so an instance is always a checked config."""
+
+    section: ClassVar[str] = ""  # how messages name its keys, e.g. "model.rssm" -> "model.rssm.deter=0 must be ..."
+
+    def __post_init__(self) -> None:
+        for name, kind in _field_types(type(self)).items():
+            setattr(self, name, _coerce(kind, getattr(self, name), self.key(name)))
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks of the values beyond their type (each section overrides this)."""
+
+    @classmethod
+    def key(cls, name: str) -> str:
+        """The full name of a field in messages and overrides: "section.name"."""
+        return f"{cls.section}.{name}" if cls.section else name
+
+    def check(self, validator: Callable[..., None], *names: str, **limits: Any) -> None:
+        """Run `validator` (`integer`, `number` or `one_of`) on each named field."""
+        for name in names:
+            validator(self.key(name), getattr(self, name), **limits)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+        return build(cls, data)
+
+
+def build(cls: type[C], data: Mapping[str, Any] | C) -> C:
+    """An instance of the config dataclass `cls` from a mapping of its fields (missing ones keep their default)."""
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{cls.section or 'the config'} must be a mapping of keys to values, got {data!r}")
+    valid = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+    unknown = [k for k in data if k not in valid]
+    if unknown:
+        raise ValueError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(cls.key(k) for k in unknown)}; "
+                         f"valid keys{' of ' + cls.section if cls.section else ''}: {', '.join(sorted(valid))}")
+    return cls(**data)
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` merged in: nested mappings key by key, any other value replaced."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(kind: Any, value: Any, key: str) -> Any:
+    """`value` as the annotation `kind` asks: a section built from a mapping, a tuple from a list, a Literal checked."""
+    if isinstance(kind, type) and issubclass(kind, Config):
+        return build(kind, value)
+    if get_origin(kind) is tuple and isinstance(value, list):
+        return tuple(value)
+    if get_origin(kind) is Literal:
+        one_of(key, value, get_args(kind))
+    return value
+
+
+# -- validators: each raises ValueError("key=value must be ...") ---------------------------------------------------
+
+
+def integer(key: str, value: Any, low: int = 1) -> None:
+    """An int (not a bool) >= `low`."""
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+        raise ValueError(f"{key}={value!r} must be " + ("a positive integer" if low == 1 else f"an integer >= {low}"))
+
+
+def number(key: str, value: Any, low: float = 0.0, high: float = math.inf, *, low_open: bool = False,
+           high_closed: bool = False) -> None:
+    """An int or float in the interval from `low` (included unless `low_open`) to `high` (excluded unless
+    `high_closed`)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value > low if low_open else value >= low)
+    ok = ok and (value <= high if high_closed else value < high)
+    if not ok:
+        where = (f"a number {'>' if low_open else '>='} {low:g}" if high == math.inf else
+                 f"in {'(' if low_open else '['}{low:g}, {high:g}{']' if high_closed else ')'}")
+        raise ValueError(f"{key}={value!r} must be {where}")
+
+
+def one_of(key: str, value: Any, allowed: Sequence[Any]) -> None:
+    """One of `allowed`."""
+    if value not in allowed:
+        raise ValueError(f"{key}={value!r} must be one of {', '.join(map(repr, allowed))}")
+
+
+# -- command-line overrides ------------------------------------------------------------------------------------------
+
+
+def cli_pairs(args: list[str]) -> list[str]:
+    """["--optim.lr", "3e-4", "--views.mode=repeat"] -> ["optim.lr=3e-4", "views.mode=repeat"]."""
+    out, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise ValueError(f"unexpected argument {arg!r}: overrides look like --section.key value")
+        key = arg[2:]
+        if "=" in key:
+            out.append(key)
+            i += 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            out.append(f"{key}={args[i + 1]}")
+            i += 2
+        else:
+            raise ValueError(f"override {arg} needs a value: {arg} VALUE or {arg}=VALUE")
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """["loss.recon_scale=10", "rssm.local_grid=0"] -> {"loss": {"recon_scale": 10}, "rssm": {"local_grid": 0}}.
+
+    Values are parsed as YAML scalars (numbers, booleans, null, lists); anything else stays a string.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} must look like key=value (e.g. loss.recon_scale=10)")
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        value = yaml.safe_load(raw)
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads "1e-4" (no dot) as a string
+                value = float(value)
+            except ValueError:
+                pass
+        node[leaf] = value
+    return out

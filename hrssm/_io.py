@@ -1,0 +1,78 @@
+"""Files a crash cannot leave half written, and the one rule that tells a local path from a hub id.
+
+Every writer in hrssm writes aside, then renames into place (a rename is atomic on POSIX):
+
+    atomic_write_text(path, text)                          # report.md, eval.json, a study's row
+    with atomic_file(path) as f: np.savez(f, ...)          # latents .npz
+    with atomic_directory(out) as work: ds.save_to_disk(str(work))   # synthetic twin, Waterbirds cache, pairs
+    replace_directory(finished, final)                     # checkpoints (hrssm.checkpoint)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """An open temporary file beside `path`; when the block ends without error it replaces `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` so that a reader sees the old file or the new one, never a part."""
+    with atomic_file(path, "w") as f:
+        f.write(text)
+
+
+def replace_directory(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Move the complete folder `src` to `dst`; an existing `dst` is moved aside first and removed only after."""
+    src, dst = Path(src), Path(dst)
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(dst, old)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def atomic_directory(out: str | os.PathLike) -> Iterator[Path]:
+    """A path beside `out` (not created yet) to write a folder into; when the block ends without error the folder
+    replaces `out` (see `replace_directory`), and on error it is removed."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp / out.name
+        replace_directory(tmp / out.name, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def is_hub_id(source: str | os.PathLike) -> bool:
+    """True if `source` can only be a Hugging Face Hub repo id ("name" or "owner/name"), not a local path.
+
+    (Call it for a source that does not exist locally.) Path objects, and strings that start with `.`, `/` or `~`,
+    hold more than one `/` or hold the platform's own separator, are paths.
+    """
+    if isinstance(source, os.PathLike) or not source:
+        return False
+    return not (source.startswith((".", "/", "~")) or source.count("/") > 1 or os.sep != "/" and os.sep in source)
