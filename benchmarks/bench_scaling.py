@@ -12,7 +12,6 @@ pass over B*T views; only the recurrent core loops over T). Prints a table and w
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train_step import model_config, time_steps  # noqa: E402
+from bench_train_step import model_config, time_steps, write_results  # noqa: E402
 
 from hrssm.world_model import WorldModel  # noqa: E402
 
@@ -63,10 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in by_views:
         ratio = r["step_s"] / by_views[0]["step_s"]
         print(f"{r['views']:>3} {r['step_s']:>8.3f} {r['ms_per_view']:>8.1f} {ratio:>7.2f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"preset": args.preset, "batch": args.batch, "by_size": by_size,
-                                          "by_views": by_views, "threads": torch.get_num_threads()}, indent=2))
-    print(f"wrote {args.out}")
+    write_results(args.out, {"preset": args.preset, "batch": args.batch, "by_size": by_size, "by_views": by_views,
+                             "threads": torch.get_num_threads()})
     return 0
 
 

@@ -7,7 +7,11 @@ autoencoder with the same encoder and decoder (no RSSM), measured in one run so 
 
 Per image size: images/s (views/s) of forward + backward + AdamW, peak memory, model FLOPs per view (counted with
 torch.utils.flop_counter), achieved FLOP/s and its share of a matmul of the step's dominant shape, and the step
-time relative to the plain autoencoder. On CUDA it adds bf16, xformers-vs-SDPA and torch.compile variants.
+time relative to the plain autoencoder. Variants (--variants): fp32; bf16 (autocast); compile (torch.compile of the
+model, inductor: on CPU it needs a C++ compiler); bf16+compile; bf16+sdpa (SDPA instead of xformers, CUDA). Default:
+fp32, bf16, compile on CPU; fp32, bf16, bf16+sdpa, bf16+compile on CUDA. Each variant reports its speedup over its
+baseline at the same size in the same run (fp32 for bf16 and compile, bf16 for bf16+compile and bf16+sdpa), and
+compiled variants their compile time (the first step's time minus a steady step's).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class PlainAutoencoder(nn.Module):
 class Timing:
     seconds: float  # median step time
     peak_mb: float
+    first_s: float  # the first (warm-up) step, which pays torch.compile's compile time
 
 
 def time_steps(model: nn.Module, views, actions, steps: int, warmup: int, autocast: torch.dtype | None) -> Timing:
@@ -65,7 +70,7 @@ def time_steps(model: nn.Module, views, actions, steps: int, warmup: int, autoca
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
-    for i in range(warmup + steps):
+    for _ in range(warmup + steps):
         start = time.perf_counter()
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
             loss = model(views, actions).loss
@@ -74,11 +79,11 @@ def time_steps(model: nn.Module, views, actions, steps: int, warmup: int, autoca
         opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return Timing(sorted(times)[len(times) // 2], peak)
+    timed = sorted(times[warmup:])
+    return Timing(timed[len(timed) // 2], peak, times[0])
 
 
 def step_flops(model: nn.Module, views, actions) -> float:
@@ -115,10 +120,11 @@ def bench_size(size: int, args, device, variant: dict) -> dict:
     hrssm_model, plain = WorldModel(cfg).to(device), PlainAutoencoder(cfg).to(device)
     flops = step_flops(hrssm_model, views, actions)
     dtype = torch.bfloat16 if variant.get("bf16") else None
-    if variant.get("compile"):
-        hrssm_model, plain = torch.compile(hrssm_model), torch.compile(plain)
+    if variant.get("compile"):  # the plain autoencoder is not compiled (only the compile speedup is asked for)
+        hrssm_model = torch.compile(hrssm_model)
     t_hrssm = time_steps(hrssm_model, views, actions, args.steps, args.warmup, dtype)
-    t_plain = time_steps(plain, views, actions, args.steps, args.warmup, dtype)
+    t_plain = Timing(float("nan"), float("nan"), float("nan")) if variant.get("compile") else \
+        time_steps(plain, views, actions, args.steps, args.warmup, dtype)
     n_views = args.batch * args.views
     tokens, width = n_views * (size // cfg.encoder.patch_size) ** 2, cfg.decoder.width
     peak = matmul_flops_per_s(tokens, width, 4 * width, device, torch.bfloat16 if dtype else torch.float32)
@@ -130,7 +136,18 @@ def bench_size(size: int, args, device, variant: dict) -> dict:
         "matmul_gflop_s": peak / 1e9, "utilization": achieved / peak,
         "plain_step_s": t_plain.seconds, "hrssm_over_plain": t_hrssm.seconds / t_plain.seconds,
         "matmul_shape": [tokens, width, 4 * width],
+        "compile_s": t_hrssm.first_s - t_hrssm.seconds if variant.get("compile") else 0.0,
     }
+
+
+VARIANTS = {
+    "fp32": {},
+    "bf16": {"bf16": True, "baseline": "fp32"},
+    "compile": {"compile": True, "baseline": "fp32"},
+    "bf16+compile": {"bf16": True, "compile": True, "baseline": "bf16"},
+    "bf16+sdpa": {"bf16": True, "attention": "sdpa", "baseline": "bf16"},
+}
+DEFAULT_VARIANTS = {"cpu": ["fp32", "bf16", "compile"], "cuda": ["fp32", "bf16", "bf16+sdpa", "bf16+compile"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,16 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--views", type=int, default=2)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="default: fp32 bf16 compile on CPU; "
+                   "fp32 bf16 bf16+sdpa bf16+compile on CUDA")
     p.add_argument("--quick", action="store_true", help="CPU-friendly: sizes 64 and 224, 3 timed steps")
     p.add_argument("--out", default="benchmarks/results/bench_train_step.json")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes = [64, 224]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    variants = [{"name": "fp32"}]
-    if device.type == "cuda":
-        variants += [{"name": "bf16", "bf16": True}, {"name": "bf16+sdpa", "bf16": True, "attention": "sdpa"},
-                     {"name": "bf16+compile", "bf16": True, "compile": True}]
+    variants = [{"name": name, **VARIANTS[name]} for name in args.variants or DEFAULT_VARIANTS[device.type]]
     rows = []
     for size in args.sizes:
         for variant in variants:
@@ -160,20 +176,31 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"size {size} {variant['name']}: skipped ({type(err).__name__}: {str(err)[:120]})")
                 continue
             r = rows[-1]
+            base = next((b for b in rows if b["size"] == size and b["variant"] == variant.get("baseline")), None)
+            r["speedup"] = base["step_s"] / r["step_s"] if base else float("nan")
+            extra = f"  x{r['speedup']:.2f} vs {variant['baseline']}" if base else ""
+            extra += f"  compile {r['compile_s']:.0f} s" if variant.get("compile") else ""
             print(f"size {size:>4} {r['variant']:<13} step {r['step_s']:7.3f} s  {r['views_per_s']:7.1f} views/s  "
                   f"{r['gflop_per_view']:6.2f} GFLOP/view  {r['achieved_gflop_s']:7.1f} GFLOP/s "
                   f"({r['utilization']:.0%} of matmul {r['matmul_gflop_s']:.0f})  "
-                  f"x{r['hrssm_over_plain']:.2f} plain AE  peak {r['peak_mb']:.0f} MB", flush=True)
+                  f"x{r['hrssm_over_plain']:.2f} plain AE  peak {r['peak_mb']:.0f} MB{extra}", flush=True)
     meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
             "threads": torch.get_num_threads(), "torch": torch.__version__, "preset": args.preset,
             "peak_memory": "torch.cuda.max_memory_allocated" if device.type == "cuda"
             else "process peak RSS so far (monotonic over the run)"}
+    write_results(args.out, {"meta": meta, "rows": rows})
+    return 0
+
+
+def write_results(path: str, results: dict) -> None:
+    """The benchmark's JSON, written atomically (a killed run leaves the previous file)."""
     from pathlib import Path
 
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(f"wrote {args.out}")
-    return 0
+    from hrssm._io import atomic_write_text
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(results, indent=2))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

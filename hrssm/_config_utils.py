@@ -93,6 +93,8 @@ def _coerce(kind: Any, value: Any, key: str) -> Any:
     if get_origin(kind) is tuple and isinstance(value, list):
         return tuple(value)
     if get_origin(kind) is Literal:
+        if value is False and "no" in get_args(kind):  # YAML 1.1 reads a bare `no` as false
+            value = "no"
         one_of(key, value, get_args(kind))
     return value
 

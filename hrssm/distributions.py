@@ -4,6 +4,9 @@
   samples, `categorical_kl` summed over the S categoricals;
 - diagonal Gaussian (the local s, and the VAE baseline): stacked [mean, std] (..., 2, D), reparameterized samples,
   `gaussian_kl` summed over D (against N(0, I): `gaussian_kl(p, standard_normal_like(p))`).
+
+Under mixed precision (bf16 autocast) the layers that produce logits run in bf16, but the distributions do not:
+`unimix_log_probs` and `gaussian_params` return float32, so softmax, log, samples and KLs are computed in fp32.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import torch
 
 
 def unimix_log_probs(logits: torch.Tensor, unimix: float) -> torch.Tensor:
-    """Log-probabilities of softmax(logits) mixed with `unimix` of the uniform, over the last axis."""
-    probs = logits.softmax(dim=-1)
+    """Log-probabilities (float32) of softmax(logits) mixed with `unimix` of the uniform, over the last axis."""
+    probs = logits.float().softmax(dim=-1)
     if unimix > 0:
         probs = (1 - unimix) * probs + unimix / logits.shape[-1]
     return probs.log()
@@ -36,12 +39,12 @@ def categorical_kl(lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_params(raw: torch.Tensor, min_std: float) -> torch.Tensor:
-    """Raw (..., 2D) -> stacked (..., 2, D) [mean, std] with std = softplus + min_std.
+    """Raw (..., 2D) -> stacked (..., 2, D) [mean, std] (float32) with std = softplus + min_std.
 
     (Starting from a small std was tried and is worse: with small prior and posterior stds the KL explodes and pulls
     the posterior mean onto the prior.)
     """
-    mean, std = raw.chunk(2, dim=-1)
+    mean, std = raw.float().chunk(2, dim=-1)
     return torch.stack([mean, torch.nn.functional.softplus(std) + min_std], dim=-2)
 
 

@@ -6,6 +6,9 @@ applies it once per level. Weights live in `hrssm.config.LossConfig`.
 Scale matters: reconstruction is a squared error *summed* over pixels and channels per image (a Gaussian
 log-likelihood, as in Dreamer) so that it is not drowned by a KL measured in nats. Averaging it per pixel instead
 shrinks it by H*W*C and the KL wins: the classic road to a gray mean image.
+
+Every loss is computed in float32, whatever the dtype of its inputs (bf16 under mixed precision): a squared error
+summed over 150k pixels or a cross-correlation matrix in bf16 would lose most of its digits.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "s
     "sse": squared error summed over pixels and channels. "normalized_patch": the same against targets normalized
     per patch (MAE's norm-pix loss; it hides mean colour, so judge reconstructions with "sse").
     """
+    pred, target = pred.float(), target.float()
     if kind == "sse":
         return (pred - target).pow(2).flatten(1).sum(dim=1)
     if kind == "normalized_patch":
@@ -59,6 +63,7 @@ def barlow_twins_loss(a: torch.Tensor, b: torch.Tensor, off_diagonal_weight: flo
     """Barlow Twins on two batches of projections (N, D): the cross-correlation matrix pushed to identity."""
     if a.shape[0] < 2:
         raise ValueError("Barlow Twins needs a batch of at least 2")
+    a, b = a.float(), b.float()
     c = _standardize(a).T @ _standardize(b) / a.shape[0]
     on = (torch.diagonal(c) - 1).pow(2).sum()
     off = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
@@ -70,7 +75,7 @@ def simclr_loss(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> t
     n = a.shape[0]
     if n < 2:
         raise ValueError("SimCLR needs a batch of at least 2")
-    x = F.normalize(torch.cat([a, b]), dim=-1)
+    x = F.normalize(torch.cat([a, b]).float(), dim=-1)
     sim = x @ x.T / temperature
     sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=x.device), float("-inf"))
     target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(x.device)
@@ -79,4 +84,4 @@ def simclr_loss(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> t
 
 def latent_prediction_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """BYOL-style 2 - 2 cos(pred, sg(target)), per row (...)."""
-    return 2 - 2 * F.cosine_similarity(pred, target.detach(), dim=-1)
+    return 2 - 2 * F.cosine_similarity(pred.float(), target.detach().float(), dim=-1)

@@ -17,7 +17,7 @@ learned several times slower in our overfit runs (docs/model.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -71,7 +71,8 @@ class Trajectory:
             values = [getattr(step, name) for step in steps]
             return None if values[0] is None else torch.stack(values, dim=1)
 
-        return cls(**{f.name: along_time(f.name) for f in fields(cls)})
+        # The field names from the annotations (not dataclasses.fields: torch.compile cannot trace it on a class).
+        return cls(**{name: along_time(name) for name in cls.__annotations__})
 
     def state(self, t: int) -> State:
         return State(self.h[:, t], self.z[:, t], None if self.s is None else self.s[:, t])

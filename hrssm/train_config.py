@@ -29,12 +29,20 @@ class DataConfig(Config):
     split: str = "train"
     crop_fraction: float = 1.0
     cache_dir: str | None = None
-    num_workers: int = 0
+    # DataLoader workers per process; "auto": 0 on CPU (the step's threads use the cores), else the process's share
+    # of the cores minus one, at most 8 (hrssm.trainer.loader_workers)
+    num_workers: int | Literal["auto"] = "auto"
+    # where views are made: "loader" (the collator, in the workers), "accelerator" (the training step, from uint8
+    # batches: 4x less to decode, collate and copy per image, 4T x less per view), "auto": accelerator unless on CPU
+    views_on: Literal["auto", "loader", "accelerator"] = "auto"
     synthetic_seed: int = 0  # views.mode=edit on the synthetic twin: the seed it was generated with (pairs)
 
     def validate(self) -> None:
         self.check(number, "crop_fraction", high=1, low_open=True, high_closed=True)
-        self.check(integer, "num_workers", "synthetic_seed", low=0)
+        self.check(integer, "synthetic_seed", low=0)
+        workers = self.num_workers
+        if workers != "auto" and not (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0):
+            raise ValueError(f"{self.key('num_workers')}={workers!r} must be an integer >= 0 or 'auto'")
 
 
 @dataclass
@@ -50,6 +58,7 @@ class OptimConfig(Config):
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     max_grad_norm: float = 1e4  # losses are sums over pixels: gradient norms are large (Adam does not mind)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    compile: bool = False  # torch.compile the model step (forward + backward); the first steps pay the compile time
 
     def validate(self) -> None:
         self.check(integer, "batch_size", "grad_accum", "max_steps")
@@ -57,6 +66,8 @@ class OptimConfig(Config):
         self.check(number, "lr", "max_grad_norm", low_open=True)
         self.check(number, "weight_decay")
         self.check(number, "min_lr_ratio", high=1, high_closed=True)
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"{self.key('compile')}={self.compile!r} must be true or false")
 
 
 @dataclass

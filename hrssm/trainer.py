@@ -2,11 +2,13 @@
 
 `train` reads setup -> loop -> export:
 
-- setup: `_make_accelerator` (mixed precision, trackers, seed), `_make_data` (dataset, view collator, loader, mean
-  image), `hrssm.optim.make_optimizer` (AdamW, warmup + cosine), resume (`hrssm.checkpoint.Checkpointer`);
-- loop: `_optimizer_steps` (gradient accumulation, clipping on sync steps, the NaN/inf guard: the step's one host
-  sync); after each step the metrics go into a `MetricWindow`, a full window is logged by `_log_window` (tqdm,
-  trackers, metrics.jsonl) and judged by `CollapseWatch` (the collapse verdict, `hrssm.diagnostics`); image grids,
+- setup: `_make_accelerator` (mixed precision, trackers, seed), `_make_data` (dataset, view collator, loader with
+  `loader_workers`, mean image), `hrssm.optim.make_optimizer` (AdamW, warmup + cosine), resume
+  (`hrssm.checkpoint.Checkpointer`), `_step_forward` (the model, or its `torch.compile` with optim.compile);
+- loop: `_optimizer_steps` (views made on the accelerator by `_step_inputs` when the loader sends base batches,
+  gradient accumulation, clipping on sync steps, the NaN/inf guard: the step's one host sync); after each step
+  the metrics go into a `MetricWindow`, a full window is logged by `_log_window` (tqdm, trackers, metrics.jsonl)
+  and judged by `CollapseWatch` (the collapse verdict, `hrssm.diagnostics`); image grids,
   atomic checkpoints (`Checkpointer.save`, written by `hrssm.checkpoint.save_checkpoint`), a clean stop on
   SIGINT/SIGTERM;
 - export: `hrssm.export.export` of the unwrapped model.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +33,7 @@ from ._torch import eval_mode
 from .checkpoint import Checkpointer
 from .config import ModelConfig
 from .data import ViewCollator, load_waterbirds, preprocess
+from .data.views import views_from_base
 from .diagnostics import CollapseReport, diagnose_collapse
 from .export import export
 from .optim import make_optimizer
@@ -102,7 +106,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         checkpointer.resume()
     _start_run_folder(accelerator, cfg, out)
     unwrapped: WorldModel = accelerator.unwrap_model(model)
-    steps = _optimizer_steps(accelerator, model, optimizer, scheduler, loader, collate, mean_image, state, cfg)
+    steps = _optimizer_steps(accelerator, model, _step_forward(model, cfg), optimizer, scheduler, loader, collate,
+                             mean_image, state, cfg)
     window, collapse = MetricWindow(), CollapseWatch(cfg.collapse, accelerator.print)
     bar = _progress_bar(accelerator, cfg, state.step)
     # -- loop -------------------------------------------------------------------------------------------------------
@@ -200,12 +205,33 @@ def _make_data(cfg: TrainConfig, model_cfg: ModelConfig, accelerator
     if len(ds) < cfg.optim.batch_size * accelerator.num_processes:
         raise ValueError(f"the {cfg.data.split} split has {len(ds)} images, fewer than one step's batch "
                          f"({cfg.optim.batch_size} x {accelerator.num_processes} processes): lower optim.batch_size")
-    collate = ViewCollator(model_cfg.image_size, cfg.views, seed=cfg.seed, crop_fraction=cfg.data.crop_fraction)
+    on_device = cfg.data.views_on == "accelerator" or (cfg.data.views_on == "auto" and accelerator.device.type != "cpu")
+    collate = ViewCollator(model_cfg.image_size, cfg.views, seed=cfg.seed, crop_fraction=cfg.data.crop_fraction,
+                           base_only=on_device)
     loader = DataLoader(ds, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True, collate_fn=collate,
-                        num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
+                        num_workers=loader_workers(cfg.data.num_workers, accelerator.device),
+                        pin_memory=accelerator.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
     mean_image = preprocess([ds[i]["image"] for i in range(min(len(ds), 512))], model_cfg.image_size,
                             cfg.data.crop_fraction).mean(dim=0).to(accelerator.device)
     return collate, loader, mean_image
+
+
+def loader_workers(setting: int | str, device: torch.device) -> int:
+    """DataLoader workers per process for data.num_workers: a number as it is; "auto": 0 on CPU (the step's threads
+    already use the cores), else this process's share of the cores minus one for the step itself, from 1 to 8."""
+    if setting != "auto":
+        return int(setting)
+    if device.type == "cpu":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    share = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # set by torchrun / accelerate launch
+    return max(1, min(8, share - 1))
+
+
+def _step_forward(model, cfg: TrainConfig) -> Callable[..., WorldModelOutput]:
+    """What the step calls for the losses: the (prepared) model, or with optim.compile its `torch.compile` (the
+    parameters are shared; checkpoints and export keep using the model itself)."""
+    return torch.compile(model) if cfg.optim.compile else model
 
 
 def _start_run_folder(accelerator, cfg: TrainConfig, out: Path) -> None:
@@ -240,12 +266,12 @@ def _stop_signals() -> Iterator[list[int]]:
 # -- loop -------------------------------------------------------------------------------------------------------------
 
 
-def _optimizer_steps(accelerator, model, optimizer, scheduler, loader, collate: ViewCollator,
+def _optimizer_steps(accelerator, model, forward, optimizer, scheduler, loader, collate: ViewCollator,
                      mean_image: torch.Tensor, state: TrainState, cfg: TrainConfig
                      ) -> Iterator[tuple[dict, WorldModelOutput, torch.Tensor | None]]:
     """(last batch, its output, gradient norm) of each optimizer step from `state.step` on, epoch after epoch
     (resuming mid-epoch skips the batches already seen); the norm is None for a skipped non-finite step. The caller
-    counts `state.step` and stops."""
+    counts `state.step` and stops. `forward` computes the losses (`_step_forward`)."""
     batches_per_epoch = len(loader) // cfg.optim.grad_accum
     if batches_per_epoch == 0:
         raise ValueError(f"one epoch has {len(loader)} batches per process, fewer than optim.grad_accum="
@@ -256,7 +282,8 @@ def _optimizer_steps(accelerator, model, optimizer, scheduler, loader, collate: 
         collate.set_epoch(epoch)
         for batch in accelerator.skip_first_batches(loader, done * cfg.optim.grad_accum) if done else loader:
             with accelerator.accumulate(model):
-                result = model(batch["views"], batch["actions"], mean_image=mean_image)
+                views, actions = _step_inputs(batch, cfg)
+                result = forward(views, actions, mean_image=mean_image)
                 accelerator.backward(result.loss)
                 if not accelerator.sync_gradients:
                     continue
@@ -269,6 +296,15 @@ def _optimizer_steps(accelerator, model, optimizer, scheduler, loader, collate: 
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             yield batch, result, norm.detach() if finite else None
+
+
+def _step_inputs(batch: dict, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's views (B, T, 3, S, S) and actions (B, T, A): made here, on the batch's device, from a base batch
+    (data.views_on: accelerator), else as the loader made them. The views are put in the batch (image grids)."""
+    if "views" not in batch:
+        with torch.no_grad():
+            batch["views"], batch["actions"] = views_from_base(batch, cfg.views)
+    return batch["views"], batch["actions"]
 
 
 def _count_nonfinite(accelerator, state: TrainState, limit: int, last: dict[str, float]) -> None:

@@ -17,10 +17,11 @@ def _run(script, *args):
 def test_bench_train_step_runs(tmp_path):
     out = tmp_path / "step.json"
     _run("bench_train_step.py", "--preset", "tiny", "--sizes", "32", "--batch", "2", "--views", "2", "--steps", "1",
-         "--warmup", "0", "--out", str(out))
-    row = json.loads(out.read_text())["rows"][0]
+         "--warmup", "0", "--variants", "fp32", "bf16", "--out", str(out))
+    fp32, bf16 = json.loads(out.read_text())["rows"]
     for key in ("views_per_s", "peak_mb", "gflop_per_view", "utilization", "hrssm_over_plain"):
-        assert row[key] > 0
+        assert fp32[key] > 0
+    assert bf16["variant"] == "bf16" and bf16["speedup"] > 0  # measured against fp32 in the same run
 
 
 def test_bench_scaling_runs(tmp_path):
@@ -30,3 +31,23 @@ def test_bench_scaling_runs(tmp_path):
     data = json.loads(out.read_text())
     assert [r["size"] for r in data["by_size"]] == [32, 64] and [r["views"] for r in data["by_views"]] == [1, 2]
     assert "x pixels" in printed
+
+
+def test_bench_data_runs(tmp_path):
+    out = tmp_path / "data.json"
+    printed = _run("bench_data.py", "--sizes", "32", "--views", "2", "--batch", "4", "--repeats", "1",
+                   "--model-batch", "1", "--model-steps", "1", "--out", str(out))
+    row = json.loads(out.read_text())["rows"][0]
+    assert (row["size"], row["views"], row["model_preset"]) == (32, 2, "tiny")
+    for stage in ("decode", "preprocess", "base_batch", "views_before", "views_now"):
+        assert row["images_per_s_per_core"][stage] > 0
+    assert row["views_speedup"] > 0 and row["loader_over_model"] > 0 and "pipe" in printed
+
+
+def test_bench_memory_runs(tmp_path):
+    out = tmp_path / "memory.json"
+    _run("bench_memory.py", "--preset", "tiny", "--size", "32", "--views", "2", "--batches", "1", "3",
+         "--predict", "8", "--out", str(out))
+    data = json.loads(out.read_text())
+    small, large = (m["total"] for m in data["measured"])
+    assert 0 < small <= large and data["predicted"][0]["gib"] > 0

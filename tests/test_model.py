@@ -171,3 +171,18 @@ def test_config_round_trip_and_overrides():
         parse_overrides(["loss.recon_scale"])
     with pytest.raises(ValueError, match="unknown model preset 'huge'"):
         ModelConfig.preset("huge")
+
+
+def test_under_bf16_autocast_the_distributions_and_losses_stay_fp32():
+    torch.manual_seed(0)
+    model = WorldModel(ModelConfig.preset("tiny", image_size=32))
+    views, actions = torch.rand(2, 3, 3, 32, 32) - 0.5, torch.zeros(2, 3, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(views, actions)
+    assert out.recon.dtype == torch.bfloat16  # the decoder did run in bf16
+    traj = out.trajectory
+    for name in ("z", "s", "prior_global", "post_global", "prior_local", "post_local"):
+        assert getattr(traj, name).dtype == torch.float32, name
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in out.metrics.values())
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

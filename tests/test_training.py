@@ -2,6 +2,7 @@
 signals, and a 2-process CPU run."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from conftest import DEMO_CONFIG, ROOT, digest, tiny_run
 from hrssm import trainer as trainer_mod
 from hrssm.checkpoint import checkpoints, latest_checkpoint
 from hrssm.data import ViewConfig
+from hrssm.diagnostics import diagnose_collapse
 from hrssm.train_config import TrainConfig
 from hrssm.trainer import NonFiniteLossError, TrainingInterrupted, train
 from hrssm.world_model import WorldModel
@@ -75,8 +77,13 @@ def test_run_folder_holds_config_metrics_images_checkpoints_export(synthetic_dis
     assert digest(loaded) == digest(res.model)
 
 
-def test_resume_after_interruption_equals_an_uninterrupted_run(synthetic_disk, tmp_path, monkeypatch):
-    full = train(_cfg(synthetic_disk, tmp_path / "full", "--checkpoint.every", "100"))
+@pytest.mark.parametrize("views_on", ["loader", "accelerator"])
+def test_resume_after_interruption_equals_an_uninterrupted_run(synthetic_disk, tmp_path, monkeypatch, views_on):
+    def run(name, resume=False):
+        return train(_cfg(synthetic_disk, tmp_path / name, "--checkpoint.every", "100", "--data.views_on", views_on),
+                     resume=resume)
+
+    full = run("full")
 
     calls = {"n": 0}
 
@@ -86,7 +93,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(synthetic_disk, t
 
     monkeypatch.setattr(trainer_mod, "_stop_requested", stop_at_step_4)
     with pytest.raises(TrainingInterrupted, match="at step 4; checkpoint saved"):
-        train(_cfg(synthetic_disk, tmp_path / "cut", "--checkpoint.every", "100"))
+        run("cut")
     assert [s for s, _ in checkpoints(tmp_path / "cut" / "checkpoints")] == [4]
     from safetensors.torch import load_file
 
@@ -94,9 +101,68 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(synthetic_disk, t
     at_step_4.load_state_dict(load_file(tmp_path / "cut" / "checkpoints" / "step_00000004" / "model.safetensors"))
     assert digest(at_step_4) != digest(full.model)  # the last two steps do change the weights
     monkeypatch.undo()
-    resumed = train(_cfg(synthetic_disk, tmp_path / "cut", "--checkpoint.every", "100"), resume=True)
+    resumed = run("cut", resume=True)
     assert resumed.step == 6
     assert digest(resumed.model) == digest(full.model)
+
+
+def test_views_made_on_the_accelerator_train_the_model_the_loader_views_train(synthetic_disk, tmp_path):
+    in_loader = train(_cfg(synthetic_disk, tmp_path / "loader", "--data.views_on", "loader"))
+    on_device = train(_cfg(synthetic_disk, tmp_path / "device", "--data.views_on", "accelerator"))
+    assert digest(in_loader.model) == digest(on_device.model)
+
+
+@pytest.mark.parametrize("setting, device, cores, local, want", [
+    ("auto", "cpu", 16, 1, 0), ("auto", "cuda", 16, 1, 8), ("auto", "cuda", 16, 4, 3), ("auto", "cuda", 2, 2, 1),
+    (3, "cpu", 16, 1, 3),
+])
+def test_loader_workers_default_per_device(setting, device, cores, local, want, monkeypatch):
+    monkeypatch.setattr(trainer_mod.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local))
+    import torch
+
+    assert trainer_mod.loader_workers(setting, torch.device(device)) == want
+
+
+def test_num_workers_must_be_a_count_or_auto():
+    with pytest.raises(ValueError, match="data.num_workers='many' must be an integer >= 0 or 'auto'"):
+        TrainConfig.load(None, ["--data.num_workers", "many"])
+    assert TrainConfig.load(None, ["--optim.mixed_precision", "no"]).optim.mixed_precision == "no"  # not YAML false
+
+
+@pytest.mark.slow
+def test_compiled_training_steps_agree_with_eager_ones(synthetic_disk, tmp_path, monkeypatch):
+    """optim.compile: torch.compile (inductor: a C++ compiler on CPU) of the model step; with inductor drawing its
+    random numbers as eager torch does, both runs see the same samples and must agree to float tolerance."""
+    import torch._inductor.config as inductor
+
+    monkeypatch.setattr(inductor, "fallback_random", True)
+    common = ["--optim.max_steps", "2", "--log.every", "1", "--model.encoder.depth", "1", "--model.decoder.depth", "1"]
+    eager = train(_cfg(synthetic_disk, tmp_path / "eager", *common))
+    compiled = train(_cfg(synthetic_disk, tmp_path / "compiled", *common, "--optim.compile", "true"))
+
+    def losses(run):
+        return [json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+
+    assert losses("compiled") == pytest.approx(losses("eager"), rel=1e-4)
+    lr = TrainConfig.load(DEMO_CONFIG).optim.lr
+    for (name, a), b in zip(eager.model.state_dict().items(), compiled.model.state_dict().values()):
+        assert (a - b).abs().max() < 4 * lr, name  # Adam turns a tiny gradient difference into at most ~lr a step
+
+
+@pytest.mark.slow
+def test_bf16_training_on_cpu_keeps_finite_losses_and_does_not_collapse(synthetic_disk, tmp_path):
+    out = tmp_path / "bf16"
+    proc = _run_script("--config", str(DEMO_CONFIG), *tiny_run(synthetic_disk, out, "--optim.mixed_precision", "bf16",
+                       "--optim.max_steps", "40", "--optim.warmup_steps", "5", "--optim.batch_size", "8",
+                       "--log.every", "10", "--log.images_every", "1000", "--checkpoint.every", "1000",
+                       "--collapse.warmup_steps", "1000"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    windows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(v) for w in windows for v in w.values())
+    assert windows[-1]["loss"] < 0.6 * windows[0]["loss"]
+    report = diagnose_collapse(windows[-1])
+    assert not report.collapsed, report.message
 
 
 def test_a_killed_checkpoint_write_leaves_the_previous_one_loadable(synthetic_disk, tmp_path, monkeypatch):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from hrssm.data import ViewCollator, ViewConfig, load_waterbirds, make_views
-from hrssm.data.views import augment
+from hrssm.data.views import augment, reference_augment, views_from_base
 
 
 @pytest.fixture
@@ -87,3 +87,76 @@ def test_collator_over_a_dataloader(synthetic_disk):
     collate.set_epoch(1)
     assert not torch.equal(next(iter(loader))["views"], batch["views"])
     assert np.isfinite(batch["views"].numpy()).all()
+
+
+# -- the fast augment against its definition, and the on-device path ------------------------------------------------
+
+def _uniforms(b, t, seed=0):
+    return torch.rand(b, t, 8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("size", [(16, 16), (24, 40)])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_augment_equals_its_grid_sample_definition(size, dtype):
+    gen = torch.Generator().manual_seed(1)
+    u8 = torch.randint(0, 256, (3, 3, *size), dtype=torch.uint8, generator=gen)
+    cfg = ViewConfig(num_views=5, crop_scale=(0.3, 1.0), brightness=0.4, contrast=0.4, saturation=0.4)
+    u = _uniforms(3, 5)
+    u[0, :, 4] = 0.2  # flipped views and unflipped ones
+    u[1, :, 4] = 0.8
+    want = reference_augment(u8.float() / 255 - 0.5, u, cfg)
+    got = augment(u8 if dtype == torch.uint8 else u8.float() / 255 - 0.5, u, cfg)
+    assert got.shape == want.shape == (3, 5, 3, *size) and got.dtype == torch.float32
+    assert (got - want).abs().max() < 1e-4
+
+
+def test_augment_does_not_depend_on_how_views_are_chunked():
+    u8 = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    cfg, u = ViewConfig(num_views=3), _uniforms(4, 3)
+    one = augment(u8, u, cfg, chunk=1)
+    for chunk in (5, 12, 100):
+        assert (augment(u8, u, cfg, chunk=chunk) - one).abs().max() < 1e-5
+
+
+def test_augment_refuses_uniforms_that_do_not_fit_the_batch():
+    with pytest.raises(ValueError, match="view_uniforms"):
+        augment(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.rand(3, 4, 8), ViewConfig())
+
+
+def _devices():
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                reason="no CUDA device: run on a GPU machine"))]
+
+
+@pytest.mark.parametrize("device", _devices())
+@pytest.mark.parametrize("mode", ["augment", "repeat", "edit"])
+def test_views_made_from_base_batches_on_a_device_equal_the_loader_views(synthetic_disk, mode, device):
+    from hrssm.data.counterfactual import add_counterfactuals
+
+    ds = load_waterbirds(synthetic_disk, "validation")
+    if mode == "edit":
+        ds = add_counterfactuals(ds, "validation", seed=0)
+    rows = [ds[i] for i in range(6)]
+    cfg = ViewConfig(num_views=3, mode=mode)
+    loader_batch = ViewCollator(32, cfg, seed=3)(rows)
+    base = ViewCollator(32, cfg, seed=3, base_only=True)(rows)
+    assert base["images"].dtype == torch.uint8 and base["images"].shape == (6, 3, 32, 32)
+    assert base["keys"].tolist() == [[3, 0, int(r["img_id"])] for r in rows]
+    views, actions = views_from_base({k: v.to(device) for k, v in base.items()}, cfg)
+    assert views.device.type == device and views.dtype == torch.float32
+    assert torch.equal(actions.cpu(), loader_batch["actions"])
+    if device == "cpu":
+        assert torch.equal(views, loader_batch["views"])  # the same function on the same device: bit-exact
+    else:
+        assert (views.cpu() - loader_batch["views"]).abs().max() < 1e-4
+
+
+def test_base_batches_follow_the_epoch():
+    rows = [{"image": torch.randint(0, 256, (3, 20, 20), dtype=torch.uint8), "img_id": i} for i in range(2)]
+    collate = ViewCollator(16, ViewConfig(num_views=2), seed=0, base_only=True)
+    first = collate(rows)
+    collate.set_epoch(1)
+    second = collate(rows)
+    assert torch.equal(first["images"], second["images"]) and first["images"].shape == (2, 3, 16, 16)
+    assert second["keys"][:, 1].tolist() == [1, 1]
+    assert not torch.equal(first["view_params"], second["view_params"])

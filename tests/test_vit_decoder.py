@@ -63,3 +63,16 @@ def test_decoder_config_errors(kwargs, match):
     base = {"image_size": 32, "patch_size": 8, "width": 32, "depth": 1, "heads": 4}
     with pytest.raises(ValueError, match=match):
         ViTDecoderConfig(**{**base, **kwargs})
+
+
+def test_auto_attention_falls_back_to_sdpa_when_the_xformers_trial_call_fails(monkeypatch):
+    import sys
+
+    from vit_decoder.attention import xformers_usable
+
+    monkeypatch.setitem(sys.modules, "xformers", None)  # as if not installed (on a GPU machine too): import fails
+    monkeypatch.setitem(sys.modules, "xformers.ops", None)
+    xformers_usable.cache_clear()
+    with pytest.warns(UserWarning, match="using torch SDPA"):
+        assert not xformers_usable("cuda", torch.bfloat16)
+    xformers_usable.cache_clear()

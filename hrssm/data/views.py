@@ -2,11 +2,17 @@
 
 ``repeat`` gives T identical views (the prior can then predict every step after the first, so the KL at t > 0 goes
 to ~0: useful as a control). ``augment`` gives T different views: random resized crop, horizontal flip and mild
-colour jitter, all batched in torch. ``edit`` gives counterfactual sequences (rows need a `counterfactual` image:
-the same bird on the other background, see `hrssm.data.counterfactual`): the action after each step is a concept
-edit, +1 "make the background water", -1 "make it land", 0 no-op, and the next view is the image with that
-background, so the transition model learns the edit. The randomness of a sample is keyed by (seed, epoch, img_id),
-so its views do not depend on batch composition, DataLoader workers or resuming.
+colour jitter, all batched in torch (`hrssm.data.augment`). ``edit`` gives counterfactual sequences (rows need a
+`counterfactual` image: the same bird on the other background, see `hrssm.data.counterfactual`): the action after
+each step is a concept edit, +1 "make the background water", -1 "make it land", 0 no-op, and the next view is the
+image with that background, so the transition model learns the edit. The randomness of a sample is keyed by
+(seed, epoch, img_id), so its views do not depend on batch composition, DataLoader workers, resuming or the device.
+
+Where views are made: `ViewCollator` turns dataset rows into a *base batch* (uint8 images, their keys, and what the
+keys decide: crop/jitter uniforms, edit sequences, actions). `views_from_base` turns a base batch into views on
+whatever device it lives on. The collator calls it itself (views made in the DataLoader workers), or, with
+``base_only=True``, leaves it to the training step (views made on the accelerator from 4x-smaller uint8 batches).
+Both give the same views for the same keys.
 """
 
 from __future__ import annotations
@@ -17,13 +23,13 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .._config_utils import Config, integer, number
-from .preprocess import PIXEL_MAX, PIXEL_MIN, check_pixel_range, preprocess
+from .augment import N_PARAMS, augment, reference_augment
+from .preprocess import _to_float, check_pixel_range, resize_center_crop, to_uint8_chw
 
-_N_PARAMS = 8  # uniforms per view: area, log-ratio, x, y, flip, brightness, contrast, saturation
-_LUMA = (0.299, 0.587, 0.114)
+__all__ = ["ViewCollator", "ViewConfig", "augment", "edit_sequence", "edit_views", "make_views", "reference_augment",
+           "view_uniforms", "views_from_base"]
 
 
 @dataclass
@@ -52,125 +58,144 @@ class ViewConfig(Config):
 
 
 def view_uniforms(keys: Sequence[Sequence[int]], num_views: int) -> torch.Tensor:
-    """(B, T, 8) uniforms in [0, 1), one independent stream per key (e.g. (seed, epoch, img_id))."""
+    """(B, T, 8) float32 uniforms in [0, 1), one independent stream per key (e.g. (seed, epoch, img_id))."""
     return torch.from_numpy(
-        np.stack([np.random.default_rng([int(k) for k in key]).random((num_views, _N_PARAMS)) for key in keys])
+        np.stack([np.random.default_rng([int(k) for k in key]).random((num_views, N_PARAMS)) for key in keys])
     ).float()
-
-
-def augment(images: torch.Tensor, u: torch.Tensor, cfg: ViewConfig) -> torch.Tensor:
-    """Apply random resized crop + flip + colour jitter. images (B, 3, H, W) in [-0.5, 0.5]; u (B, T, 8).
-
-    Returns (B, T, 3, H, W). One `grid_sample` call for the whole batch of views.
-    """
-    b, t = u.shape[:2]
-    _, c, h, w = images.shape
-    u = u.to(images.device, images.dtype)
-    lo, hi = cfg.crop_scale
-    area = lo + (hi - lo) * u[..., 0]
-    log_r = np.log(cfg.crop_ratio[0]) + (np.log(cfg.crop_ratio[1]) - np.log(cfg.crop_ratio[0])) * u[..., 1]
-    ratio = torch.exp(log_r)
-    cw = torch.sqrt(area * ratio).clamp(max=1.0)  # crop width / image width
-    ch = torch.sqrt(area / ratio).clamp(max=1.0)
-    cx = (2 * u[..., 2] - 1) * (1 - cw)  # crop centre in [-1, 1] coordinates, crop kept inside the image
-    cy = (2 * u[..., 3] - 1) * (1 - ch)
-    sign = torch.where(u[..., 4] < 0.5, -1.0, 1.0) if cfg.flip else torch.ones_like(cw)
-    theta = torch.zeros(b, t, 2, 3, dtype=images.dtype, device=images.device)
-    theta[..., 0, 0], theta[..., 0, 2] = cw * sign, cx
-    theta[..., 1, 1], theta[..., 1, 2] = ch, cy
-    grid = F.affine_grid(theta.reshape(b * t, 2, 3), [b * t, c, h, w], align_corners=False)
-    src = images.unsqueeze(1).expand(b, t, c, h, w).reshape(b * t, c, h, w)
-    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-
-    x = (out + 0.5).reshape(b, t, c, h, w)  # colour jitter in [0, 1]
-    def factor(k: int, amount: float) -> torch.Tensor:
-        return (1 + amount * (2 * u[..., k] - 1))[..., None, None, None]
-    x = x * factor(5, cfg.brightness)
-    mean = x.mean(dim=(2, 3, 4), keepdim=True)
-    x = (x - mean) * factor(6, cfg.contrast) + mean
-    gray = (x * x.new_tensor(_LUMA)[:, None, None]).sum(dim=2, keepdim=True)
-    x = (x - gray) * factor(7, cfg.saturation) + gray
-    return (x - 0.5).clamp(PIXEL_MIN, PIXEL_MAX)
 
 
 def make_views(images: torch.Tensor, cfg: ViewConfig, keys: Sequence[Sequence[int]] | None = None,
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (B, 3, H, W) in [-0.5, 0.5] -> views (B, T, 3, H, W) and no-op actions (B, T, action_dim) of zeros.
+    """Images (B, 3, H, W), uint8 or float in [-0.5, 0.5] -> views (B, T, 3, H, W) float32 in [-0.5, 0.5] and no-op
+    actions (B, T, action_dim) of zeros, on the images' device.
 
     In ``augment`` mode the randomness comes from `keys` (one integer tuple per image) when given, else from
     `generator` (or torch's global RNG).
     """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
-    check_pixel_range(images)
+    if images.dtype != torch.uint8:
+        check_pixel_range(images)
     b, t = images.shape[0], cfg.num_views
-    actions = images.new_zeros(b, t, cfg.action_dim)
+    actions = torch.zeros(b, t, cfg.action_dim, device=images.device)
     if cfg.mode == "repeat":
-        return images.unsqueeze(1).repeat(1, t, 1, 1, 1), actions
+        return _float_pixels(images).unsqueeze(1).repeat(1, t, 1, 1, 1), actions
     if keys is not None:
         if len(keys) != b:
             raise ValueError(f"got {len(keys)} keys for {b} images")
         u = view_uniforms(keys, t)
     else:
-        u = torch.rand(b, t, _N_PARAMS, generator=generator)
+        u = torch.rand(b, t, N_PARAMS, generator=generator)
     return augment(images, u, cfg), actions
+
+
+def edit_sequence(places: torch.Tensor, keys: Sequence[Sequence[int]], cfg: ViewConfig
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keyed edits of counterfactual sequences: places (B,) of the own images -> own (B, T) bool (view t shows
+    the own image, else the counterfactual) and actions (B, T, action_dim) (actions[:, t, 0] is the edit after t)."""
+    b, t = len(keys), cfg.num_views
+    edits = np.stack([np.random.default_rng([*map(int, key), 7]).integers(-1, 2, t - 1) for key in keys]) if t > 1 \
+        else np.zeros((b, 0), np.int64)
+    own_place = np.asarray(places, dtype=np.int64)
+    place, own = own_place.copy(), [np.ones(b, bool)]
+    for step in range(t - 1):
+        e = edits[:, step]
+        place = np.where(e > 0, 1, np.where(e < 0, 0, place))
+        own.append(place == own_place)
+    actions = torch.zeros(b, t, cfg.action_dim)
+    actions[:, : t - 1, 0] = torch.from_numpy(edits).float()
+    return torch.from_numpy(np.stack(own, axis=1)), actions
 
 
 def edit_views(images: torch.Tensor, counterfactuals: torch.Tensor, places: torch.Tensor, cfg: ViewConfig,
                keys: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Counterfactual sequences: images / counterfactuals (B, 3, H, W) (own / other background), places (B,).
 
-    Each sample draws T - 1 edits from {-1, 0, +1} (keyed like the augmentations); actions[:, t, 0] is the edit
-    taken after step t (the last is 0), and view t + 1 shows the background that edit sets (+1 water, -1 land).
+    Each sample draws T - 1 edits from {-1, 0, +1} (keyed like the augmentations, `edit_sequence`); actions[:, t, 0]
+    is the edit taken after step t (the last is 0), and view t + 1 shows the background that edit sets (+1 water,
+    -1 land). Views come back as float32 in [-0.5, 0.5].
     """
-    b, t = images.shape[0], cfg.num_views
-    edits = np.stack([np.random.default_rng([*map(int, key), 7]).integers(-1, 2, t - 1) for key in keys]) if t > 1 \
-        else np.zeros((b, 0), np.int64)
-    place = places.numpy().astype(np.int64).copy()
-    own = place.copy()
-    views = [images]
-    for step in range(t - 1):
-        e = edits[:, step]
-        place = np.where(e > 0, 1, np.where(e < 0, 0, place))
-        pick = torch.from_numpy(place == own)[:, None, None, None]
-        views.append(torch.where(pick, images, counterfactuals))
-    actions = images.new_zeros(b, t, cfg.action_dim)
-    actions[:, : t - 1, 0] = torch.from_numpy(edits).to(images.dtype)
-    return torch.stack(views, dim=1), actions
+    own, actions = edit_sequence(places.cpu(), keys, cfg)
+    return _edit_pixels(images, counterfactuals, own.to(images.device)), actions.to(images.device)
+
+
+def _edit_pixels(images: torch.Tensor, counterfactuals: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) own and other images, own (B, T) -> views (B, T, 3, H, W) float32."""
+    return _float_pixels(torch.where(own[:, :, None, None, None], images[:, None], counterfactuals[:, None]))
+
+
+def _float_pixels(x: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 in [-0.5, 0.5]; float stays as it is."""
+    return _to_float(x) if x.dtype == torch.uint8 else x
+
+
+def views_from_base(batch: dict[str, torch.Tensor], cfg: ViewConfig, chunk: int | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A base batch of `ViewCollator(base_only=True)` -> views (B, T, 3, S, S) float32 and actions (B, T, A), on the
+    batch's device (the same views for the same keys on every device, up to float rounding)."""
+    images = batch["images"]
+    if cfg.mode == "augment":
+        views = augment(images, batch["view_params"], cfg, chunk)
+    elif cfg.mode == "edit":
+        views = _edit_pixels(images, batch["counterfactuals"], batch["own_view"])
+    else:
+        views = _float_pixels(images).unsqueeze(1).repeat(1, cfg.num_views, 1, 1, 1)
+    return views, batch["actions"]
 
 
 class ViewCollator:
     """`collate_fn` for a DataLoader over a Waterbirds dataset: rows -> a batch of view sequences.
 
     Returns ``{"views": (B, T, 3, S, S) float32 in [-0.5, 0.5], "actions": (B, T, A), "label", "place", "group",
-    "img_id": (B,) int64}``. Call :meth:`set_epoch` each epoch so augmentations differ between epochs.
+    "img_id": (B,) int64}``. With ``base_only=True`` it returns the base batch instead, for `views_from_base` to turn
+    into views later (on the accelerator): ``"images"`` (B, 3, S, S) uint8, ``"keys"`` (B, 3) int64 (seed, epoch,
+    img_id), ``"actions"``, in augment mode ``"view_params"`` (B, T, 8) float32, in edit mode ``"counterfactuals"``
+    (B, 3, S, S) uint8 and ``"own_view"`` (B, T) bool, and the labels. Call :meth:`set_epoch` each epoch so
+    augmentations differ between epochs.
     """
 
     def __init__(self, image_size: int, views: ViewConfig | None = None, seed: int = 0,
-                 crop_fraction: float = 1.0) -> None:
+                 crop_fraction: float = 1.0, base_only: bool = False) -> None:
         self.image_size, self.views = image_size, views or ViewConfig()
-        self.seed, self.crop_fraction = seed, crop_fraction
+        self.seed, self.crop_fraction, self.base_only = seed, crop_fraction, base_only
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        images = preprocess([r["image"] for r in rows], self.image_size, self.crop_fraction)
+        batch = self.base_batch(rows)
+        if self.base_only:
+            return batch
+        batch["views"], batch["actions"] = views_from_base(batch, self.views)
+        for name in ("images", "keys", "view_params", "counterfactuals", "own_view"):
+            batch.pop(name, None)
+        return batch
+
+    def base_batch(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Decoded uint8 images and everything their keys decide (see the class docstring)."""
+        cfg, t = self.views, self.views.num_views
         img_ids = [int(r["img_id"]) for r in rows]
         keys = [(self.seed, self.epoch, i) for i in img_ids]
-        if self.views.mode == "edit":
+        batch = {"images": self._uint8([r["image"] for r in rows]), "keys": torch.tensor(keys, dtype=torch.int64),
+                 "img_id": torch.tensor(img_ids, dtype=torch.int64)}
+        if cfg.mode == "edit":
             if "counterfactual" not in rows[0]:
                 raise ValueError("views.mode='edit' needs counterfactual pairs (a `counterfactual` image column): "
                                  "train on the synthetic twin (the trainer adds the column, "
                                  "hrssm.data.counterfactual.add_counterfactuals) or add the column yourself")
-            cf = preprocess([r["counterfactual"] for r in rows], self.image_size, self.crop_fraction)
-            places = torch.tensor([int(r["place"]) for r in rows])
-            views, actions = edit_views(images, cf, places, self.views, keys)
+            batch["counterfactuals"] = self._uint8([r["counterfactual"] for r in rows])
+            batch["own_view"], batch["actions"] = edit_sequence([int(r["place"]) for r in rows], keys, cfg)
         else:
-            views, actions = make_views(images, self.views, keys=keys)
-        batch = {"views": views, "actions": actions, "img_id": torch.tensor(img_ids, dtype=torch.int64)}
+            batch["actions"] = torch.zeros(len(rows), t, cfg.action_dim)
+            if cfg.mode == "augment":
+                batch["view_params"] = view_uniforms(keys, t)
         for name in ("label", "place", "group"):
             if name in rows[0]:
                 batch[name] = torch.tensor([int(r[name]) for r in rows], dtype=torch.int64)
         return batch
+
+    def _uint8(self, images: list[Any]) -> torch.Tensor:
+        """Decoded images -> (B, 3, S, S) uint8, resized / center-cropped as `hrssm.data.preprocess` does."""
+        return torch.stack([resize_center_crop(to_uint8_chw(im), self.image_size, self.crop_fraction)
+                            for im in images])
