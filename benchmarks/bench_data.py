@@ -16,9 +16,11 @@ Per image size, images/s on one thread (`torch.set_num_threads(1)`) of each stag
 and the pipeline rates they add up to (1 / the sum of the per-image times): before = decode + preprocess + views;
 now with views in the loader = decode + base batch + views; now with views on the accelerator = decode + base batch
 (the views are then made in the training step, on the device). Next to them: the model step's images/s at the same
-size and T (forward + backward + AdamW, `tiny` preset at 64 px as the main job trains, `base` above; all of the
-process's threads), and the ratio pipeline / model step: above 1, the pipeline is not the bottleneck. Every time is
-the best of --repeats, with before and now interleaved. Prints a table, writes JSON.
+size and T (forward + backward + AdamW, `tiny` preset at 64 px as the main job trains, `base` above; on CPU with
+all of the process's threads, on CUDA in bf16 with the views made on the GPU as the trainer does), the ratio
+pipeline / model step (above 1: the pipeline is not the bottleneck) and the loader cores one model process needs
+(model images/s / the per-core loader rate with views on the accelerator). Every time is the best of --repeats,
+with before and now interleaved. Prints a table, writes JSON.
 """
 
 from __future__ import annotations
@@ -70,18 +72,24 @@ def today_views(images: torch.Tensor, keys: list[tuple[int, int, int]], cfg: Vie
     return reference_augment(images, view_uniforms(keys, cfg.num_views), cfg)
 
 
-def model_images_per_s(size: int, views: int, batch: int, threads: int, steps: int) -> tuple[str, float]:
-    """The model step's images/s (forward + backward + AdamW, all `threads`) at `size` and T = `views`."""
+def model_images_per_s(size: int, base: dict, cfg: ViewConfig, args, threads: int) -> tuple[str, float]:
+    """The model step's images/s (forward + backward + AdamW) at `size`: on CPU with all `threads` in fp32, on CUDA
+    in bf16 with the views made on the GPU from the uint8 `base` batch (cut to --model-batch) inside the step."""
     preset = "tiny" if size <= 64 else "base"
+    device = torch.device(args.device)
     torch.set_num_threads(threads)
     try:
         torch.manual_seed(0)
-        cfg = model_config(size, preset)  # at 64 px: the main job's model (tiny, local grid 4x4)
-        model = WorldModel(cfg)
-        x = torch.rand(batch, views, 3, size, size) - 0.5
-        a = torch.zeros(batch, views, cfg.action_dim)
-        step = time_steps(model, x, a, steps, 1, None)
-        return preset, batch / step.seconds
+        model = WorldModel(model_config(size, preset)).to(device)  # at 64 px: the main job's model (tiny)
+        batch = {k: v[: args.model_batch].to(device) for k, v in base.items()}
+        x, a = views_from_base(batch, cfg)
+        if device.type == "cuda":
+            def with_views(views, actions):  # the trainer's step on a GPU: views made on the device, then the model
+                return model(*views_from_base(batch, cfg))
+            step = time_steps(with_views, x, a, args.model_steps, 1, torch.bfloat16, model.parameters())
+        else:
+            step = time_steps(model, x, a, args.model_steps, 1, None)
+        return preset, args.model_batch / step.seconds
     finally:
         torch.set_num_threads(1)
 
@@ -103,8 +111,8 @@ def bench_views(size: int, t: int, rows: list[dict], decode: float, prep: float,
     base, floats = collate.base_batch(rows), preprocess([r["image"] for r in rows], size)
     base_s, before_s, now_s = best_of(args.repeats, lambda: collate.base_batch(rows),
                                       lambda: today_views(floats, keys, cfg), lambda: views_from_base(base, cfg))
-    preset, model_rate = (model_images_per_s(size, t, args.model_batch, threads, args.model_steps)
-                          if args.model_batch else ("none", float("nan")))
+    preset, model_rate = (model_images_per_s(size, base, cfg, args, threads) if args.model_batch
+                          else ("none", float("nan")))
     rate = {"decode": n / decode, "preprocess": n / prep, "base_batch": n / base_s, "views_before": n / before_s,
             "views_now": n / now_s}
     pipeline_before = n / (decode + prep + before_s)
@@ -117,12 +125,14 @@ def bench_views(size: int, t: int, rows: list[dict], decode: float, prep: float,
         "pipeline_speedup_views_in_loader": loader_views / pipeline_before,
         "pipeline_speedup_views_on_device": loader_only / pipeline_before,
         "model_preset": preset, "model_batch": args.model_batch, "model_images_per_s": model_rate,
-        "model_threads": threads, "loader_over_model": loader_views / model_rate,
+        "model_threads": threads, "model_device": args.device, "loader_over_model": loader_views / model_rate,
+        "loader_cores_per_model_process": model_rate / loader_only,
     }
     print(f"{size:>4} {t:>2} | {rate['decode']:7.0f} {rate['preprocess']:7.0f} {rate['base_batch']:7.0f} | "
           f"{rate['views_before']:7.1f} {rate['views_now']:7.1f} x{r['views_speedup']:5.1f} | "
           f"{pipeline_before:7.1f} {loader_views:7.1f} {loader_only:7.0f} | "
-          f"{preset:>4} {model_rate:7.2f} {r['loader_over_model']:8.1f}", flush=True)
+          f"{preset:>4} {model_rate:7.2f} {r['loader_over_model']:8.1f} {r['loader_cores_per_model_process']:6.2f}",
+          flush=True)
     return r
 
 
@@ -134,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="best of this many rounds")
     p.add_argument("--model-batch", type=int, default=2, help="batch of the model step (0: skip the model)")
     p.add_argument("--model-steps", type=int, default=2, help="timed model steps after one warm-up step")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="of the model step")
     p.add_argument("--quick", action="store_true", help="sizes 64 and 224, T = 4")
     p.add_argument("--out", default="benchmarks/results/bench_data.json")
     args = p.parse_args(argv)
@@ -143,11 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     print("images/s per core (1 thread) of each loader stage; pipelines = 1 / the sum of per-image times;\n"
-          f"model step: images/s of one process ({threads} threads), batch {args.model_batch}\n")
+          f"model step: images/s of one process on {args.device} ({threads} threads), batch {args.model_batch}\n")
     print(f"{'size':>4} {'T':>2} | {'decode':>7} {'prep':>7} {'base':>7} | {'views':>7} {'views':>7} {'':>6} | "
-          f"{'pipe':>7} {'pipe':>7} {'loader':>7} | {'':>4} {'model':>7} {'pipe /':>8}")
+          f"{'pipe':>7} {'pipe':>7} {'loader':>7} | {'':>4} {'model':>7} {'pipe /':>8} {'cores':>6}")
     print(f"{'':>4} {'':>2} | {'':>7} {'before':>7} {'now':>7} | {'before':>7} {'now':>7} {'ratio':>6} | "
-          f"{'before':>7} {'now':>7} {'(dev.)':>7} | {'':>4} {'img/s':>7} {'model':>8}")
+          f"{'before':>7} {'now':>7} {'(dev.)':>7} | {'':>4} {'img/s':>7} {'model':>8} {'needed':>6}")
     rows = [r for size in args.sizes for r in bench_size(size, args, threads)]
     meta = {"device": platform.processor() or "cpu", "threads_model": threads, "threads_pipeline": 1,
             "torch": torch.__version__, "repeats": args.repeats}

@@ -5,9 +5,10 @@
     python benchmarks/bench_memory.py --precision fp32 --batches 1 2 --predict 8 16 32 64 128
 
 A training step (forward + backward + AdamW, autocast as on a GPU) runs under a dispatch mode that follows every
-tensor it allocates until the tensor is freed; the peak of the live bytes, plus the weights, AdamW's two moments
-and the gradients, is the step's peak memory. It is linear in the batch: two batch sizes give the per-image cost
-and the fixed cost, and the table extrapolates to the batches asked for. What the estimate leaves out on a GPU: the
+tensor it allocates until the tensor is freed. The peak of the live bytes during forward + backward (activations,
+gradients, temporaries) is linear in the batch: two batch sizes give its per-image and fixed cost. The optimizer
+step's peak (AdamW's temporaries) does not depend on the batch. Expected memory = weights + AdamW's two moments +
+the larger of the two peaks, extrapolated to the batches asked for. What the estimate leaves out on a GPU: the
 CUDA context (~0.5 GB), cuBLAS/cuDNN workspaces and the caching allocator's rounding and fragmentation (typically
 +10-30%); `python benchmarks/bench_train_step.py` on the GPU prints the real `torch.cuda.max_memory_allocated`.
 """
@@ -56,26 +57,28 @@ class LiveBytes(TorchDispatchMode):
 
 
 def step_peak_bytes(model: torch.nn.Module, batch: int, views: int, size: int, precision: str) -> dict[str, float]:
-    """Peak bytes of one training step at `batch` (after one warm-up step, so AdamW's moments exist)."""
+    """What one training step at `batch` holds (after a warm-up step, so AdamW's moments exist), in bytes."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.rand(batch, views, 3, size, size) - 0.5
     a = torch.zeros(batch, views, model.cfg.action_dim)
 
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = model(x, a).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    step()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        model(x, a).loss.backward()  # a warm-up step: AdamW's moments exist from here on
+    opt.step()
+    opt.zero_grad(set_to_none=True)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     moments = sum(v.numel() * v.element_size() for s in opt.state.values() for v in s.values() if v.ndim > 0)
     inputs = x.numel() * x.element_size()
-    with LiveBytes() as tracker:
-        step()
+    with LiveBytes() as backward:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model(x, a).loss
+        loss.backward()
+    with LiveBytes() as optimizer:  # the gradients are already there, so the increase is AdamW's own
+        opt.step()
+    grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
+    opt.zero_grad(set_to_none=True)
     return {"batch": batch, "weights": weights, "adam_moments": moments, "inputs": inputs,
-            "step_peak": tracker.peak, "total": weights + moments + inputs + tracker.peak}
+            "forward_backward_peak": backward.peak, "optimizer_peak": grads + optimizer.peak}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,22 +94,31 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = WorldModel(model_config(args.size, args.preset))
     measured = [step_peak_bytes(model, b, args.views, args.size, args.precision) for b in args.batches]
-    (b0, m0), (b1, m1) = ((m["batch"], m["total"]) for m in measured)
-    per_image = (m1 - m0) / (b1 - b0)
+    (b0, m0), (b1, m1) = ((m["batch"], m["forward_backward_peak"] + m["inputs"]) for m in measured)
+    per_image = (m1 - m0) / (b1 - b0)  # activations, their gradients and the input views
     fixed = m0 - per_image * b0
+    state = measured[0]["weights"] + measured[0]["adam_moments"]
+    optimizer = max(m["optimizer_peak"] for m in measured)
     gib = 2**30
+
+    def expected(batch: int) -> float:
+        return state + max(fixed + per_image * batch, optimizer)
+
     print(f"{args.preset} at {args.size} px, T = {args.views}, {args.precision}: weights "
-          f"{measured[0]['weights'] / gib:.2f} GiB, AdamW moments {measured[0]['adam_moments'] / gib:.2f} GiB")
+          f"{measured[0]['weights'] / gib:.2f} GiB, AdamW moments {measured[0]['adam_moments'] / gib:.2f} GiB, "
+          f"optimizer step peak {optimizer / gib:.2f} GiB")
     for m in measured:
-        print(f"measured: batch {m['batch']:>3}  step peak {m['total'] / gib:6.2f} GiB")
-    print(f"per image (T = {args.views} views): {per_image / gib:.3f} GiB; fixed: {fixed / gib:.2f} GiB")
+        print(f"measured: batch {m['batch']:>3}  forward + backward peak {m['forward_backward_peak'] / gib:6.2f} GiB"
+              f"  step {expected(m['batch']) / gib:6.2f} GiB")
+    print(f"per image (T = {args.views} views): {per_image / gib:.3f} GiB; forward + backward fixed: "
+          f"{fixed / gib:.2f} GiB")
     print(f"{'batch':>6} {'expected GiB':>13}")
-    predicted = [{"batch": b, "gib": (fixed + per_image * b) / gib} for b in args.predict]
+    predicted = [{"batch": b, "gib": expected(b) / gib} for b in args.predict]
     for row in predicted:
         print(f"{row['batch']:>6} {row['gib']:>13.1f}")
     write_results(args.out, {"preset": args.preset, "size": args.size, "views": args.views,
                              "precision": args.precision, "measured": measured, "per_image_bytes": per_image,
-                             "fixed_bytes": fixed, "predicted": predicted})
+                             "fixed_bytes": fixed, "optimizer_peak_bytes": optimizer, "predicted": predicted})
     return 0
 
 

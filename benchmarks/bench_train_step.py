@@ -9,9 +9,10 @@ Per image size: images/s (views/s) of forward + backward + AdamW, peak memory, m
 torch.utils.flop_counter), achieved FLOP/s and its share of a matmul of the step's dominant shape, and the step
 time relative to the plain autoencoder. Variants (--variants): fp32; bf16 (autocast); compile (torch.compile of the
 model, inductor: on CPU it needs a C++ compiler); bf16+compile; bf16+sdpa (SDPA instead of xformers, CUDA). Default:
-fp32, bf16, compile on CPU; fp32, bf16, bf16+sdpa, bf16+compile on CUDA. Each variant reports its speedup over its
-baseline at the same size in the same run (fp32 for bf16 and compile, bf16 for bf16+compile and bf16+sdpa), and
-compiled variants their compile time (the first step's time minus a steady step's).
+fp32, bf16, compile on CPU; fp32, bf16, bf16+sdpa, bf16+compile on CUDA. Each variant's steps alternate with its
+baseline's (fp32 for bf16 and compile, bf16 for bf16+compile and bf16+sdpa; same weights) and the plain
+autoencoder's, so its speedup is a ratio measured under the same load; compiled variants also report their compile
+time (the first step's time minus a steady step's).
 """
 
 from __future__ import annotations
@@ -64,26 +65,40 @@ class Timing:
     first_s: float  # the first (warm-up) step, which pays torch.compile's compile time
 
 
-def time_steps(model: nn.Module, views, actions, steps: int, warmup: int, autocast: torch.dtype | None) -> Timing:
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+def time_steps(model, views, actions, steps: int, warmup: int, autocast: torch.dtype | None,
+               params=None) -> Timing:
+    """Median time of a training step of `model(views, actions).loss` (any callable; then give its `params`)."""
+    return time_interleaved([(model, autocast, params)], views, actions, steps, warmup)[0]
+
+
+def time_interleaved(runs: list[tuple], views, actions, steps: int, warmup: int) -> list[Timing]:
+    """Training steps of several (model, autocast dtype or None, params or None) in turn, one step of each per
+    round, so a change of the machine's load hits them all alike: their median step times, peaks, first steps."""
     device = views.device
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times = []
+    opts = [torch.optim.AdamW(model.parameters() if params is None else params, lr=1e-4)
+            for model, _, params in runs]
+    times: list[list[float]] = [[] for _ in runs]
+    peaks = [0.0 for _ in runs]
     for _ in range(warmup + steps):
-        start = time.perf_counter()
-        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-            loss = model(views, actions).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    timed = sorted(times[warmup:])
-    return Timing(timed[len(timed) // 2], peak, times[0])
+        for i, ((model, autocast, _), opt) in enumerate(zip(runs, opts)):
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                loss = model(views, actions).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[i].append(time.perf_counter() - start)
+            peaks[i] = max(peaks[i], torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+                           else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out = []
+    for run_times, peak in zip(times, peaks):
+        timed = sorted(run_times[warmup:])
+        out.append(Timing(timed[len(timed) // 2], peak, run_times[0]))
+    return out
 
 
 def step_flops(model: nn.Module, views, actions) -> float:
@@ -111,20 +126,32 @@ def matmul_flops_per_s(m: int, k: int, n: int, device, dtype, repeats: int = 10)
 
 
 def bench_size(size: int, args, device, variant: dict) -> dict:
+    """One size and variant, timed in turn with its baseline variant (same weights) and, unless compiled, with the
+    plain autoencoder."""
+    def build(spec: dict) -> tuple[WorldModel, torch.dtype | None]:
+        cfg = model_config(size, args.preset)
+        if spec.get("attention"):
+            cfg = ModelConfig.from_dict({**cfg.to_dict(), "attention": spec["attention"]})
+        torch.manual_seed(0)
+        model = WorldModel(cfg).to(device)
+        return (torch.compile(model) if spec.get("compile") else model), torch.bfloat16 if spec.get("bf16") else None
+
     cfg = model_config(size, args.preset)
-    if variant.get("attention"):
-        cfg = ModelConfig.from_dict({**cfg.to_dict(), "attention": variant["attention"]})
     torch.manual_seed(0)
     views = torch.rand(args.batch, args.views, 3, size, size, device=device) - 0.5
     actions = torch.zeros(args.batch, args.views, 1, device=device)
-    hrssm_model, plain = WorldModel(cfg).to(device), PlainAutoencoder(cfg).to(device)
-    flops = step_flops(hrssm_model, views, actions)
-    dtype = torch.bfloat16 if variant.get("bf16") else None
-    if variant.get("compile"):  # the plain autoencoder is not compiled (only the compile speedup is asked for)
-        hrssm_model = torch.compile(hrssm_model)
-    t_hrssm = time_steps(hrssm_model, views, actions, args.steps, args.warmup, dtype)
-    t_plain = Timing(float("nan"), float("nan"), float("nan")) if variant.get("compile") else \
-        time_steps(plain, views, actions, args.steps, args.warmup, dtype)
+    flops = step_flops(WorldModel(cfg).to(device), views, actions)
+    hrssm_model, dtype = build(variant)
+    runs = [(hrssm_model, dtype, None)]
+    if not variant.get("compile"):  # the plain autoencoder is not compiled (only the compile speedup is asked for)
+        torch.manual_seed(0)
+        runs.append((PlainAutoencoder(cfg).to(device), dtype, None))
+    if variant.get("baseline"):
+        runs.append((*build(VARIANTS[variant["baseline"]]), None))
+    timings = time_interleaved(runs, views, actions, args.steps, args.warmup)
+    t_hrssm = timings[0]
+    t_plain = timings[1] if not variant.get("compile") else Timing(float("nan"), float("nan"), float("nan"))
+    t_base = timings[-1] if variant.get("baseline") else t_hrssm
     n_views = args.batch * args.views
     tokens, width = n_views * (size // cfg.encoder.patch_size) ** 2, cfg.decoder.width
     peak = matmul_flops_per_s(tokens, width, 4 * width, device, torch.bfloat16 if dtype else torch.float32)
@@ -137,6 +164,8 @@ def bench_size(size: int, args, device, variant: dict) -> dict:
         "plain_step_s": t_plain.seconds, "hrssm_over_plain": t_hrssm.seconds / t_plain.seconds,
         "matmul_shape": [tokens, width, 4 * width],
         "compile_s": t_hrssm.first_s - t_hrssm.seconds if variant.get("compile") else 0.0,
+        "baseline": variant.get("baseline"), "baseline_step_s": t_base.seconds,
+        "speedup": t_base.seconds / t_hrssm.seconds,
     }
 
 
@@ -176,9 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"size {size} {variant['name']}: skipped ({type(err).__name__}: {str(err)[:120]})")
                 continue
             r = rows[-1]
-            base = next((b for b in rows if b["size"] == size and b["variant"] == variant.get("baseline")), None)
-            r["speedup"] = base["step_s"] / r["step_s"] if base else float("nan")
-            extra = f"  x{r['speedup']:.2f} vs {variant['baseline']}" if base else ""
+            extra = f"  x{r['speedup']:.2f} vs {r['baseline']}" if r["baseline"] else ""
             extra += f"  compile {r['compile_s']:.0f} s" if variant.get("compile") else ""
             print(f"size {size:>4} {r['variant']:<13} step {r['step_s']:7.3f} s  {r['views_per_s']:7.1f} views/s  "
                   f"{r['gflop_per_view']:6.2f} GFLOP/view  {r['achieved_gflop_s']:7.1f} GFLOP/s "

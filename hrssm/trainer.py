@@ -32,8 +32,7 @@ from torch.utils.data import DataLoader
 from ._torch import eval_mode
 from .checkpoint import Checkpointer
 from .config import ModelConfig
-from .data import ViewCollator, load_waterbirds, preprocess
-from .data.views import views_from_base
+from .data import ViewCollator, load_waterbirds, preprocess, views_from_base
 from .diagnostics import CollapseReport, diagnose_collapse
 from .export import export
 from .optim import make_optimizer

@@ -98,7 +98,7 @@ def colour_transform(u: torch.Tensor, cfg: ViewConfig, scale: float, offset: flo
 def augment(images: torch.Tensor, u: torch.Tensor, cfg: ViewConfig, chunk: int | None = None) -> torch.Tensor:
     """Random resized crop + flip + colour jitter. images (B, 3, H, W): uint8, or float in [-0.5, 0.5]; u (B, T, 8)
     uniforms (`hrssm.data.views.view_uniforms`). Returns views (B, T, 3, H, W) float32 in [-0.5, 0.5] on the images'
-    device. `chunk`: views per pass (default: about 32k pixels on CPU, 4M elsewhere; the views do not depend on it
+    device. `chunk`: views per pass (default: about 64k pixels on CPU, 4M elsewhere; the views do not depend on it
     beyond float rounding)."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
@@ -106,6 +106,8 @@ def augment(images: torch.Tensor, u: torch.Tensor, cfg: ViewConfig, chunk: int |
     if u.ndim != 3 or u.shape[2] != N_PARAMS or b != images.shape[0]:
         raise ValueError(f"u must be (B, T, {N_PARAMS}) uniforms for B = {images.shape[0]} images, got shape "
                          f"{tuple(u.shape)}; make them with hrssm.data.views.view_uniforms(keys, num_views)")
+    if images.is_floating_point():
+        images = images.float()  # float64 or bf16 pixels: computed in float32 like the rest
     _, c, h, w = images.shape
     device, n_views = images.device, b * t
     u = u.to(device, torch.float32).flatten(0, 1)  # (V, 8)

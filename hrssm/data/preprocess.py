@@ -24,8 +24,8 @@ _RANGE_TOL = 1e-4
 def to_uint8_chw(image: Any) -> torch.Tensor:
     """One image (PIL, HWC/HW NumPy uint8, or CHW uint8 tensor) as an RGB uint8 tensor of shape (3, H, W)."""
     if isinstance(image, PILImage.Image):
-        arr = np.asarray(image.convert("RGB"))
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+        arr = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # read-only HWC
+        return torch.from_numpy(arr.transpose(2, 0, 1).copy())  # one copy into CHW (the loader's hot path)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise TypeError(f"NumPy images must be uint8 HWC, got dtype {image.dtype}; convert with .astype(np.uint8)")
