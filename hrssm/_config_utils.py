@@ -9,14 +9,22 @@
   tuple field becomes a tuple, a `Literal[...]` field accepts only its values;
 - one merge (`merge`): overrides do not need to know the defaults, `build` refuses keys that do not exist;
 - one set of validators (`integer`, `number`, `one_of`), called from each class's `validate()` through
-  `Config.check`, with messages ``section.key=value must be ...``.
+  `Config.check`, with messages ``section.key=value must be ...``;
+- one description (`describe`): every key with its value and meaning, the meaning being the field's
+  ``metadata["help"]`` or else its comment in the source (on the field's line, or the comment lines right above it),
+  so `--help` cannot drift from the code.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
+import inspect
+import io
 import math
+import textwrap
+import tokenize
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin, get_type_hints
 
@@ -77,6 +85,41 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, An
             out[key] = merge(out[key], value)
         else:
             out[key] = value
+    return out
+
+
+def describe(config: Config) -> list[tuple[str, Any, str]]:
+    """(full key, value, meaning) of every field of `config` and of its sections, depth first in field order."""
+    rows: list[tuple[str, Any, str]] = []
+    meanings = field_help(type(config))
+    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(config, f.name)
+        rows += describe(value) if isinstance(value, Config) else [(config.key(f.name), value, meanings[f.name])]
+    return rows
+
+
+@functools.cache
+def field_help(cls: type) -> dict[str, str]:
+    """{field: meaning}: ``metadata["help"]``, else the comment on the field's last line, else the comment lines
+    right above it ("" when there is none, or the source cannot be read)."""
+    out = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # no source (e.g. a frozen application): the metadata only
+        return out
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    lines = source.splitlines()
+    for node in ast.parse(source).body[0].body:  # type: ignore[attr-defined]
+        name = node.target.id if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) else None
+        if name not in out or out[name]:  # not a field, or its metadata says it
+            continue
+        text, above = comments.get(node.end_lineno or node.lineno), []
+        row = node.lineno - 1
+        while text is None and row in comments and lines[row - 1].lstrip().startswith("#"):
+            above.insert(0, comments[row])
+            row -= 1
+        out[name] = text if text is not None else " ".join(above)
     return out
 
 

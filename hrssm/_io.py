@@ -70,9 +70,19 @@ def atomic_directory(out: str | os.PathLike) -> Iterator[Path]:
 def is_hub_id(source: str | os.PathLike) -> bool:
     """True if `source` can only be a Hugging Face Hub repo id ("name" or "owner/name"), not a local path.
 
-    (Call it for a source that does not exist locally.) Path objects, and strings that start with `.`, `/` or `~`,
-    hold more than one `/` or hold the platform's own separator, are paths.
+    (Call it for a source that does not exist locally.) A path is: a Path object; a string that starts with `.`,
+    `/` or `~`, holds more than one `/` or the platform's own separator, or is no valid repo id (huggingface_hub's
+    rule: letters, digits, `-`, `_`, `.`); and "first/second" whose first part is an existing local folder
+    (`runs/missing` where `runs/` exists is a missing run, not the hub repo of a user called "runs").
     """
     if isinstance(source, os.PathLike) or not source:
         return False
-    return not (source.startswith((".", "/", "~")) or source.count("/") > 1 or os.sep != "/" and os.sep in source)
+    if source.startswith((".", "/", "~")) or source.count("/") > 1 or os.sep != "/" and os.sep in source:
+        return False
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        return False
+    return not ("/" in source and Path(source.split("/")[0]).is_dir())

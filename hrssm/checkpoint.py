@@ -30,6 +30,22 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def find_checkpoint(path: str | Path) -> Path:
+    """The checkpoint `path` names: a checkpoint folder (``checkpoints/step_N``), or the newest one of a
+    checkpoints folder or of a run folder. Raises FileNotFoundError saying what exists."""
+    path = Path(path)
+    if _NAME.match(path.name) and path.is_dir():
+        return path
+    for root in (path / "checkpoints", path):
+        found = latest_checkpoint(root)
+        if found is not None:
+            return found
+    raise FileNotFoundError(f"--resume {path}: " + ("no such folder" if not path.exists() else
+                            "not a checkpoint (checkpoints/step_N), and holds none") +
+                            ". Give a checkpoint folder such as runs/NAME/checkpoints/step_00000300, a run folder "
+                            "(its newest checkpoint), or --resume latest")
+
+
 def save_checkpoint(accelerator, root: str | Path, step: int, keep: int) -> Path:
     """`accelerator.save_state` into a temporary folder, then rename into place and prune. Call on every process."""
     root = Path(root)
@@ -52,7 +68,7 @@ def save_checkpoint(accelerator, root: str | Path, step: int, keep: int) -> Path
 
 class Checkpointer:
     """The checkpoints of one run: `save` writes the state of `step_source.step` (at most once per step) with
-    `save_checkpoint`; `resume` loads the newest one. Call both on every process."""
+    `save_checkpoint`; `resume` loads the newest one, or a given one. Call both on every process."""
 
     def __init__(self, accelerator, root: str | Path, step_source, keep: int) -> None:
         self.accelerator, self.root, self.state, self.keep = accelerator, Path(root), step_source, keep
@@ -63,9 +79,10 @@ class Checkpointer:
             save_checkpoint(self.accelerator, self.root, self.state.step, self.keep)
             self.saved_at = self.state.step
 
-    def resume(self) -> None:
-        """Load the newest checkpoint (model, optimizer, RNG and everything registered for checkpointing)."""
-        ckpt = latest_checkpoint(self.root)
+    def resume(self, checkpoint: Path | None = None) -> None:
+        """Load `checkpoint` (`find_checkpoint`), or else the newest of this run (model, optimizer, RNG and
+        everything registered for checkpointing)."""
+        ckpt = latest_checkpoint(self.root) if checkpoint is None else find_checkpoint(checkpoint)
         if ckpt is None:
             self.accelerator.print(f"--resume: no checkpoint in {self.root}, starting from scratch")
         else:

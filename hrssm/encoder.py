@@ -45,14 +45,15 @@ class EncodesImages:
     def encode_latents(self, images) -> dict[str, torch.Tensor]:
         """Posterior latents of each image seen once (T = 1, deterministic: categorical mode, Gaussian mean).
 
-        images: uint8 or float in [-0.5, 0.5] (see hrssm.data.preprocess); resized / cropped like training.
+        images: uint8 or float in [-0.5, 0.5] (see hrssm.data.preprocess); resized / cropped as the model's
+        recorded preprocessing says (`cfg.preprocess`: what training applied).
         Returns h (B, deter), z (B, stoch * classes) one-hot, s (B, cells, local_dim) (absent without a local level).
         """
         from .data.preprocess import preprocess
 
         with eval_mode(self):
             param = next(self.parameters())
-            x = preprocess(images, self.cfg.image_size).to(param.device, param.dtype)
+            x = preprocess(images, **self.cfg.preprocessing()).to(param.device, param.dtype)
             cls, tokens = self.encoder(x)
             cells = None
             if self.cfg.rssm.local_grid:

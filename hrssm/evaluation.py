@@ -57,17 +57,18 @@ def wilds_group_names() -> list[str]:
 
 
 def encode_dataset(model, ds, batch_size: int = 128, with_recon_metrics: bool = False,
-                   max_recon_images: int = 1024, progress: bool = False) -> dict[str, np.ndarray]:
+                   max_recon_images: int = 1024, progress: bool = False, desc: str = "encoding"
+                   ) -> dict[str, np.ndarray]:
     """`hrssm.latents.dataset_latents` (features, h, z, s, label, place, group, img_id) of every image.
 
     With `with_recon_metrics` (and a pixel decoder), also the reconstruction metrics of the first
     `max_recon_images` images decoded from those latents: recon_std_ratio, psnr, psnr_mean_image, psnr_gain.
     """
-    out = dataset_latents(model, ds, batch_size, progress=progress)
+    out = dataset_latents(model, ds, batch_size, progress=progress, desc=desc)
     if with_recon_metrics and getattr(model, "decoder", None) is not None:
         n = min(len(ds), max_recon_images)
         recon = decode_latents(model, out, n=n, batch_size=batch_size)
-        target = preprocess(ds[:n]["image"], model.cfg.image_size)
+        target = preprocess(ds[:n]["image"], **model.cfg.preprocessing())
         out.update({k: np.asarray(float(v)) for k, v in image_metrics(recon, target).items()})
     return out
 

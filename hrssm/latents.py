@@ -25,16 +25,20 @@ _OLD_NAMES = {"s": "local"}  # array names of older files
 
 
 def config_hash(cfg: ModelConfig) -> str:
-    """A short, stable hash of a model config (what makes latents compatible with a decoder)."""
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    """A short, stable hash of a model config (what makes latents compatible with a decoder). The preprocessing is
+    left out: it changes which latents an image gets, not which decoder fits them."""
+    arch = {k: v for k, v in cfg.to_dict().items() if k != "preprocess"}
+    return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def dataset_latents(encoder, ds, batch_size: int = 128, progress: bool = True) -> dict[str, np.ndarray]:
-    """Encode every image of a Waterbirds dataset with an `hrssm.Encoder` (deterministic latents)."""
+def dataset_latents(encoder, ds, batch_size: int = 128, progress: bool = True, desc: str = "encoding"
+                    ) -> dict[str, np.ndarray]:
+    """Encode every image of a Waterbirds dataset with an `hrssm.Encoder` (deterministic latents; the model's own
+    preprocessing), with a progress bar named `desc` unless `progress` is False."""
     from tqdm.auto import tqdm
 
     parts: dict[str, list[torch.Tensor]] = {"h": [], "z": [], "s": []}
-    for start in tqdm(range(0, len(ds), batch_size), desc="encoding", unit="batch", disable=not progress):
+    for start in tqdm(range(0, len(ds), batch_size), desc=desc, unit="batch", disable=not progress):
         lat = encoder.encode_latents(ds[start : start + batch_size]["image"])
         for key, value in lat.items():
             parts[key].append(value.float().cpu())

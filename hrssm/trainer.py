@@ -3,19 +3,20 @@
 `train` reads setup -> loop -> export:
 
 - setup: `_make_accelerator` (mixed precision, trackers, seed), `_make_data` (dataset, view collator, loader, mean
-  image), `hrssm.optim.make_optimizer` (AdamW, warmup + cosine), resume (`hrssm.checkpoint.Checkpointer`);
+  image), the model (a warm start from `init_from`: `hrssm.export.load_weights_into`), `hrssm.optim.make_optimizer`
+  (AdamW, warmup + cosine), resume (`hrssm.checkpoint.Checkpointer`: the newest checkpoint, or a given one);
 - loop: `_optimizer_steps` (gradient accumulation, clipping on sync steps, the NaN/inf guard: the step's one host
   sync); after each step the metrics go into a `MetricWindow`, a full window is logged by `_log_window` (tqdm,
-  trackers, metrics.jsonl) and judged by `CollapseWatch` (the collapse verdict, `hrssm.diagnostics`); image grids,
-  atomic checkpoints (`Checkpointer.save`, written by `hrssm.checkpoint.save_checkpoint`), a clean stop on
-  SIGINT/SIGTERM;
-- export: `hrssm.export.export` of the unwrapped model.
+  trackers, metrics.jsonl) and judged by `CollapseWatch` (the collapse verdict, `hrssm.diagnostics`); image grids
+  (images/ and the trackers), atomic checkpoints (`Checkpointer.save`, written by
+  `hrssm.checkpoint.save_checkpoint`), a clean stop on SIGINT/SIGTERM;
+- export: `hrssm.export.export` of the unwrapped model; with `hub.push`, `hrssm.hub.push_export`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -31,13 +32,13 @@ from .checkpoint import Checkpointer
 from .config import ModelConfig
 from .data import ViewCollator, load_waterbirds, preprocess
 from .diagnostics import CollapseReport, diagnose_collapse
-from .export import export
+from .export import export, load_weights_into
+from .hub import push_export
 from .optim import make_optimizer
+from .tracking import available_trackers, log_images, run_name_kwargs
 from .train_config import CollapseConfig, TrainConfig
 from .viz import image_grid
 from .world_model import WorldModel, WorldModelOutput
-
-logger = logging.getLogger("hrssm")
 
 
 class CollapseError(RuntimeError):
@@ -46,6 +47,10 @@ class CollapseError(RuntimeError):
 
 class NonFiniteLossError(RuntimeError):
     """Raised after `collapse.max_nonfinite` consecutive NaN/inf steps."""
+
+
+class PushError(RuntimeError):
+    """Training finished and exported, but the push to the Hugging Face Hub (`hub.push`) failed."""
 
 
 class TrainingInterrupted(RuntimeError):
@@ -83,15 +88,22 @@ class TrainResult:
     process_index: int = 0
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+def train(cfg: TrainConfig, resume: bool | str | os.PathLike = False) -> TrainResult:
     """Train a world model as `cfg` says: setup -> loop -> export. Returns when done, or raises CollapseError /
-    NonFiniteLossError / TrainingInterrupted (after saving a checkpoint)."""
+    NonFiniteLossError / TrainingInterrupted (after saving a checkpoint), or PushError (after the export).
+
+    resume: True or "latest" continues from the newest checkpoint of the run folder (if any); a path continues
+    from that checkpoint (a `checkpoints/step_N` folder, or a run / checkpoints folder: its newest).
+    """
     start, out = time.perf_counter(), Path(cfg.output_dir)
     # -- setup ------------------------------------------------------------------------------------------------------
     accelerator = _make_accelerator(cfg)
     model_cfg = cfg.model_config()
     collate, loader, mean_image = _make_data(cfg, model_cfg, accelerator)
     model = WorldModel(model_cfg)
+    if cfg.init_from is not None:
+        load_weights_into(model, cfg.init_from)
+        accelerator.print(f"warm start from {cfg.init_from}")
     optimizer, scheduler = make_optimizer(model, cfg.optim)
     # The scheduler is not prepared: Accelerate would step it once per process; it steps once per optimizer step.
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
@@ -99,7 +111,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     accelerator.register_for_checkpointing(state, scheduler)
     checkpointer = Checkpointer(accelerator, out / "checkpoints", state, cfg.checkpoint.keep)
     if resume:
-        checkpointer.resume()
+        checkpointer.resume(None if resume in (True, "latest") else Path(resume))
     _start_run_folder(accelerator, cfg, out)
     unwrapped: WorldModel = accelerator.unwrap_model(model)
     steps = _optimizer_steps(accelerator, model, optimizer, scheduler, loader, collate, mean_image, state, cfg)
@@ -123,7 +135,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                         checkpointer.save()
                         raise CollapseError(collapse.report.message)
                 if state.step % cfg.log.images_every == 0 and accelerator.is_main_process:
-                    _save_images(unwrapped, batch, result, out / "images" / f"step_{state.step:07d}.png")
+                    grid = _image_grid(unwrapped, batch, result)
+                    if grid is not None:
+                        grid.save(out / "images" / f"step_{state.step:07d}.png")
+                        log_images(accelerator.trackers, {"train/views_reconstructions_imagination": grid},
+                                   state.step)
                 if state.step % cfg.checkpoint.every == 0 or state.step >= cfg.optim.max_steps:
                     checkpointer.save()
                 if _stop_requested(accelerator, stop_signal):
@@ -140,6 +156,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             export_dir = export(unwrapped, out / "export", metrics=window.last, data=cfg.data.source, steps=state.step)
             accelerator.print(f"done: {state.step} steps in {time.perf_counter() - start:.0f} s on "
                               f"{accelerator.num_processes} process(es); export in {export_dir}")
+            if cfg.hub.push:
+                _push(export_dir, cfg, accelerator.print)
         return TrainResult(state.step, window.last, out, export_dir, collapse.report, time.perf_counter() - start,
                            unwrapped, accelerator.num_processes, accelerator.process_index)
     finally:
@@ -163,7 +181,7 @@ def _make_accelerator(cfg: TrainConfig):
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.optim.grad_accum,
         mixed_precision=mixed,
-        log_with=_available_trackers(cfg.log.trackers) or None,
+        log_with=available_trackers(cfg.log.trackers) or None,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
@@ -171,28 +189,13 @@ def _make_accelerator(cfg: TrainConfig):
     return accelerator
 
 
-def _available_trackers(names: list[str]) -> list[str]:
-    from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
-
-    checks = {"tensorboard": is_tensorboard_available, "mlflow": is_mlflow_available, "wandb": is_wandb_available}
-    out = []
-    for name in names:
-        if name == "none":
-            continue
-        if checks[name]():
-            out.append(name)
-        else:
-            logger.warning("tracker %s is not installed; metrics still go to metrics.jsonl", name)
-    return out
-
-
 def _make_data(cfg: TrainConfig, model_cfg: ModelConfig, accelerator
                ) -> tuple[ViewCollator, DataLoader, torch.Tensor]:
     """The training split as view sequences: collator, loader (not prepared yet) and the dataset's mean image (C, H,
     W) on the device (the PSNR floor of the collapse diagnostics)."""
     with accelerator.main_process_first():  # the main process converts / resizes / caches first
-        ds = load_waterbirds(cfg.data.source, cfg.data.split, image_size=model_cfg.image_size,
-                             crop_fraction=cfg.data.crop_fraction, cache_dir=cfg.data.cache_dir)
+        ds = load_waterbirds(cfg.data.source, cfg.data.split, cache_dir=cfg.data.cache_dir,
+                             revision=cfg.data.revision, num_proc=cfg.data.num_proc, **model_cfg.preprocessing())
         if cfg.views.mode == "edit" and "counterfactual" not in ds.column_names:
             from .data.counterfactual import add_counterfactuals
 
@@ -200,11 +203,12 @@ def _make_data(cfg: TrainConfig, model_cfg: ModelConfig, accelerator
     if len(ds) < cfg.optim.batch_size * accelerator.num_processes:
         raise ValueError(f"the {cfg.data.split} split has {len(ds)} images, fewer than one step's batch "
                          f"({cfg.optim.batch_size} x {accelerator.num_processes} processes): lower optim.batch_size")
-    collate = ViewCollator(model_cfg.image_size, cfg.views, seed=cfg.seed, crop_fraction=cfg.data.crop_fraction)
+    crop = model_cfg.preprocess.crop_fraction
+    collate = ViewCollator(model_cfg.image_size, cfg.views, seed=cfg.seed, crop_fraction=crop)
     loader = DataLoader(ds, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True, collate_fn=collate,
                         num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
-    mean_image = preprocess([ds[i]["image"] for i in range(min(len(ds), 512))], model_cfg.image_size,
-                            cfg.data.crop_fraction).mean(dim=0).to(accelerator.device)
+    mean_image = preprocess([ds[i]["image"] for i in range(min(len(ds), 512))],
+                            **model_cfg.preprocessing()).mean(dim=0).to(accelerator.device)
     return collate, loader, mean_image
 
 
@@ -214,7 +218,8 @@ def _start_run_folder(accelerator, cfg: TrainConfig, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "images").mkdir(exist_ok=True)
         cfg.save(out / "config.yaml")
-    accelerator.init_trackers("hrssm", config=_flat(cfg.to_dict()))
+    accelerator.init_trackers(cfg.log.project, config=_flat(cfg.to_dict()),
+                              init_kwargs=run_name_kwargs(cfg.log.run_name, out))
 
 
 def _progress_bar(accelerator, cfg: TrainConfig, initial: int):
@@ -353,11 +358,23 @@ def _short(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics) or "none logged yet"
 
 
+def _push(export_dir: Path, cfg: TrainConfig, say: Callable[[str], None]) -> None:
+    """`hub.push`: the export to `hub.model_id`; a failure leaves the export where it is and says how to retry."""
+    try:
+        url = push_export(export_dir, cfg.hub.model_id, private=cfg.hub.private)
+    except Exception as err:  # offline, no token, no permission, network
+        raise PushError(f"training finished and the export is in {export_dir}, but the push to {cfg.hub.model_id} "
+                        f"failed ({type(err).__name__}: {err}). Check the network and the token ($HF_TOKEN or "
+                        f"`hf auth login`), then: hrssm-push {export_dir} --repo-id {cfg.hub.model_id}") from err
+    say(f"pushed the export to {cfg.hub.model_id} ({'private' if cfg.hub.private else 'public'}): {url}")
+
+
 @torch.no_grad()
-def _save_images(model: WorldModel, batch: dict, result: WorldModelOutput, path: Path, rows: int = 4) -> None:
-    """Per sample three rows: input views | reconstructions | prior imagination from the first posterior state."""
+def _image_grid(model: WorldModel, batch: dict, result: WorldModelOutput, rows: int = 4):
+    """Per sample three rows: input views | reconstructions | prior imagination from the first posterior state (a
+    PIL image; None without a pixel decoder)."""
     if result.recon is None:
-        return
+        return None
     views, actions = batch["views"][:rows], batch["actions"][:rows]
     with eval_mode(model):
         traj = model.observe(views, actions)
@@ -367,7 +384,7 @@ def _save_images(model: WorldModel, batch: dict, result: WorldModelOutput, path:
             dream = model.imagine(traj.state(0), actions[:, : steps - 1])
             imagined.append(model.decode(dream.h, dream.z, dream.s))
     grid = torch.stack([views, result.recon[:rows].detach(), torch.cat(imagined, dim=1)], dim=1).flatten(0, 1)
-    image_grid(grid.float().cpu().clamp(-0.5, 0.5)).save(path)
+    return image_grid(grid.float().cpu().clamp(-0.5, 0.5))
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         demo = hrssm.load_world_model(args.model).eval()
-        splits = {s: load_waterbirds(args.data, s, image_size=demo.cfg.image_size) for s in SPLITS}
+        splits = {s: load_waterbirds(args.data, s, **demo.cfg.preprocessing()) for s in SPLITS}
     except (hrssm.ExportError, WaterbirdsDataError, FileNotFoundError) as err:
         print(f"error: {err}\n(the concepts example needs the main job's model: run `python recipes/demo.py`)",
               file=sys.stderr)

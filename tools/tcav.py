@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         key_value = parse_concept(args.concept) if args.concept else None
         folder_images = _folder_images(Path(args.concept_folder)) if args.concept_folder else None
         enc = hrssm.load(args.model)
-        splits = {s: load_waterbirds(args.data, s, image_size=enc.cfg.image_size) for s in SPLITS}
+        splits = {s: load_waterbirds(args.data, s, **enc.cfg.preprocessing()) for s in SPLITS}
     except (ValueError, FileNotFoundError, WaterbirdsDataError, hrssm.ExportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,7 +1,10 @@
 """The one pixel convention of hrssm, used by training, export, encoding and decoding alike.
 
-Images are RGB, resized so the shorter side is ``image_size / crop_fraction``, center-cropped to
-``image_size x image_size``, and mapped to float32 in **[-0.5, 0.5]** (``x / 255 - 0.5``). Decoders output the same
+Images are RGB, resized (antialiased ``interpolation``: bilinear or bicubic) so the shorter side is
+``image_size / crop_fraction``, center-cropped to ``image_size x image_size``, and mapped to float32 in
+**[-0.5, 0.5]** (``x / 255 - 0.5``). A model records its settings (`hrssm.config.PreprocessConfig`); its
+`encode()` applies them (``preprocess(images, **cfg.preprocessing())``). An image that already is
+``image_size x image_size`` is taken as preprocessed and left as it is. Decoders output the same
 space (no sigmoid), so a range mismatch, a classic cause of gray reconstructions, cannot creep in.
 
 Layout conventions: PIL images and NumPy arrays are HWC (or HW for grayscale); torch tensors are CHW / BCHW.
@@ -18,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image as PILImage
 
 PIXEL_MIN, PIXEL_MAX = -0.5, 0.5
+INTERPOLATIONS = ("bilinear", "bicubic")  # antialiased `F.interpolate` modes
 _RANGE_TOL = 1e-4
 
 
@@ -51,16 +55,19 @@ def _rgb_channels(chw: torch.Tensor) -> torch.Tensor:
     return chw[:3].contiguous()  # RGBA: alpha dropped, as PIL's convert("RGB") does
 
 
-def resize_center_crop(x: torch.Tensor, image_size: int, crop_fraction: float = 1.0) -> torch.Tensor:
+def resize_center_crop(x: torch.Tensor, image_size: int, crop_fraction: float = 1.0,
+                       interpolation: str = "bilinear") -> torch.Tensor:
     """Resize (..., C, H, W) so the shorter side is ``image_size / crop_fraction`` and center-crop a square.
 
-    Antialiased bilinear resizing. uint8 in gives uint8 out (rounded); float in gives float out. An input that is
-    already ``image_size`` square is returned unchanged, so the function is idempotent.
+    Antialiased `interpolation` (bilinear or bicubic). uint8 in gives uint8 out (rounded); float in gives float out.
+    An input that is already ``image_size`` square is returned unchanged, so the function is idempotent.
     """
     if image_size <= 0:
         raise ValueError(f"image_size must be positive, got {image_size}")
     if not 0 < crop_fraction <= 1:
         raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation={interpolation!r} must be one of {', '.join(INTERPOLATIONS)}")
     h, w = x.shape[-2:]
     if h == w == image_size:
         return x
@@ -69,7 +76,7 @@ def resize_center_crop(x: torch.Tensor, image_size: int, crop_fraction: float = 
     lead = x.shape[:-3]
     y = x.reshape(-1, *x.shape[-3:]).float()
     if (new_h, new_w) != (h, w):
-        y = F.interpolate(y, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+        y = F.interpolate(y, size=(new_h, new_w), mode=interpolation, antialias=True, align_corners=False)
     top, left = (new_h - image_size) // 2, (new_w - image_size) // 2
     y = y[..., top : top + image_size, left : left + image_size]
     if x.dtype == torch.uint8:
@@ -77,8 +84,10 @@ def resize_center_crop(x: torch.Tensor, image_size: int, crop_fraction: float = 
     return y.reshape(*lead, *y.shape[-3:]).contiguous()
 
 
-def preprocess(images: Any, image_size: int, crop_fraction: float = 1.0) -> torch.Tensor:
-    """Images -> float32 tensor (B, 3, image_size, image_size) in [-0.5, 0.5].
+def preprocess(images: Any, image_size: int, crop_fraction: float = 1.0, interpolation: str = "bilinear"
+               ) -> torch.Tensor:
+    """Images -> float32 tensor (B, 3, image_size, image_size) in [-0.5, 0.5] (a model's settings:
+    ``preprocess(images, **model.cfg.preprocessing())``).
 
     Accepts a PIL image, a list of PIL images / NumPy HWC arrays / CHW tensors (sizes may differ), a uint8 tensor
     (3, H, W) or (B, 3, H, W), or a float tensor already in [-0.5, 0.5] (e.g. the output of this function). Float
@@ -91,16 +100,17 @@ def preprocess(images: Any, image_size: int, crop_fraction: float = 1.0) -> torc
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if x.dtype == torch.uint8:
-            return _to_float(resize_center_crop(x, image_size, crop_fraction))
+            return _to_float(resize_center_crop(x, image_size, crop_fraction, interpolation))
         if not torch.is_floating_point(x):
             raise TypeError(f"image tensors must be uint8 or float, got {x.dtype}")
         check_pixel_range(x, "input images")
-        return resize_center_crop(x.float(), image_size, crop_fraction).clamp(PIXEL_MIN, PIXEL_MAX)
+        return resize_center_crop(x.float(), image_size, crop_fraction, interpolation).clamp(PIXEL_MIN, PIXEL_MAX)
     if isinstance(images, (PILImage.Image, np.ndarray)):
         images = [images]
     if not isinstance(images, Sequence) or len(images) == 0:
         raise ValueError("preprocess needs at least one image")
-    return torch.stack([_to_float(resize_center_crop(to_uint8_chw(im), image_size, crop_fraction)) for im in images])
+    return torch.stack([_to_float(resize_center_crop(to_uint8_chw(im), image_size, crop_fraction, interpolation))
+                        for im in images])
 
 
 def _to_float(x: torch.Tensor) -> torch.Tensor:

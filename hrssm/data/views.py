@@ -31,15 +31,15 @@ class ViewConfig(Config):
     """How a still image becomes a sequence of views."""
 
     section: ClassVar[str] = "views"
-    num_views: int = 4
-    mode: Literal["repeat", "augment", "edit"] = "augment"
-    action_dim: int = 1
+    num_views: int = 4  # views per image: the sequence length T
+    mode: Literal["repeat", "augment", "edit"] = "augment"  # identical views, augmented ones, or concept edits
+    action_dim: int = 1  # size of an action (default: the model's action_dim)
     crop_scale: tuple[float, float] = (0.7, 1.0)  # area fraction of the random resized crop
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # aspect ratio range of the crop
-    flip: bool = True
+    flip: bool = True  # random horizontal flips
     brightness: float = 0.1  # multiplicative factor drawn from [1 - b, 1 + b]
-    contrast: float = 0.1
-    saturation: float = 0.1
+    contrast: float = 0.1  # contrast factor drawn from [1 - c, 1 + c]
+    saturation: float = 0.1  # saturation factor drawn from [1 - s, 1 + s]
 
     def validate(self) -> None:
         self.check(integer, "num_views", "action_dim")

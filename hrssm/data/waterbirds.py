@@ -4,8 +4,11 @@
   * a Hugging Face Hub dataset id (e.g. ``grodino/waterbirds``: parquet, splits train/validation/test),
   * a directory written by ``save_to_disk`` (a DatasetDict, or a Dataset with a ``split`` column),
   * the original Waterbirds folder: ``metadata.csv`` (``img_id, img_filename, y, split, place, place_filename``)
-    plus the image files. It is converted once into an Arrow cache (``cache_dir``) and reloaded from there, so the
-    JPEGs are not read again.
+    plus the image files. It is converted once into an Arrow cache (``cache_dir``, default ``$HRSSM_CACHE``) and
+    reloaded from there, so the JPEGs are not read again.
+
+Hub downloads go where `datasets` puts them (``HF_HOME`` / ``HF_DATASETS_CACHE``) unless ``cache_dir`` is given, so
+a copy you already downloaded is reused.
 
 Every path returns the columns of :data:`hrssm.data.schema.FEATURES`: ``image`` (decoded as RGB), ``label``,
 ``place``, ``group`` (`hrssm.data.schema.group_of`), ``split``, ``img_id``.
@@ -36,12 +39,14 @@ class WaterbirdsDataError(ValueError):
 
 
 def default_cache_dir() -> Path:
+    """Where original folders are converted to Arrow: ``$HRSSM_CACHE`` or ``~/.cache/hrssm``."""
     return Path(os.environ.get("HRSSM_CACHE", Path.home() / ".cache" / "hrssm"))
 
 
 def load_waterbirds(source: str | os.PathLike = DEFAULT_HUB_ID, split: str | None = "train",
                     image_size: int | None = None, crop_fraction: float = 1.0,
-                    cache_dir: str | os.PathLike | None = None):
+                    cache_dir: str | os.PathLike | None = None, *, interpolation: str = "bilinear",
+                    revision: str | None = None, num_proc: int | None = None):
     """Waterbirds as a `datasets.Dataset` (one split) or `DatasetDict` (``split=None``: every non-empty split).
 
     Args:
@@ -52,16 +57,22 @@ def load_waterbirds(source: str | os.PathLike = DEFAULT_HUB_ID, split: str | Non
             by `datasets`, so the second call is fast.
         crop_fraction: the resize target is ``image_size / crop_fraction`` before the crop (0.875 = resize 256,
             crop 224, the usual Waterbirds eval transform).
-        cache_dir: where converted folders (and hub downloads) are cached; default ``$HRSSM_CACHE`` or
-            ``~/.cache/hrssm``.
+        cache_dir: where converted folders and hub downloads are cached; default: ``$HRSSM_CACHE`` (or
+            ``~/.cache/hrssm``) for converted folders, the `datasets` cache (``HF_HOME`` / ``HF_DATASETS_CACHE``)
+            for hub downloads.
+        interpolation: the resize filter, ``bilinear`` or ``bicubic`` (antialiased). A model's settings:
+            ``load_waterbirds(source, split, **model.cfg.preprocessing())``.
+        revision: a hub dataset's branch, tag or commit (pin it for reproducible results).
+        num_proc: processes for the hub download / preparation and the resize map (default: one).
     """
     from datasets import DatasetDict
 
     wanted = None if split is None else canonical_split(split)
     if image_size is not None:
         integer("image_size", image_size)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    splits, where = _open_source(source, cache)
+    if num_proc is not None:
+        integer("num_proc", num_proc)
+    splits, where = _open_source(source, None if cache_dir is None else Path(cache_dir), revision, num_proc)
 
     def finish(name: str):
         ds = splits.get(name)
@@ -72,7 +83,7 @@ def load_waterbirds(source: str | os.PathLike = DEFAULT_HUB_ID, split: str | Non
                 "(0 train, 1 validation, 2 test) or pick another split"
             )
         ds = _standardize(ds, name, where, id_offset=_id_offset(splits, name))
-        return _resize(ds, image_size, crop_fraction) if image_size is not None else ds
+        return _resize(ds, image_size, crop_fraction, interpolation, num_proc) if image_size is not None else ds
 
     if wanted is not None:
         return finish(wanted)
@@ -85,8 +96,8 @@ def load_waterbirds(source: str | os.PathLike = DEFAULT_HUB_ID, split: str | Non
 # -- where the data comes from ------------------------------------------------------------------------------------
 
 
-def _open_source(source, cache: Path):
-    """{split: Dataset} of the source and a human-readable description of it."""
+def _open_source(source, cache: Path | None, revision: str | None, num_proc: int | None):
+    """{split: Dataset} of the source and a human-readable description of it (`cache`: the user's cache_dir)."""
     text = os.fspath(source)
     path = Path(text).expanduser()
     if path.exists():
@@ -97,7 +108,7 @@ def _open_source(source, cache: Path):
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             return _from_disk(path), f"save_to_disk directory {path}"
         if (path / "metadata.csv").exists():
-            return _from_disk(_convert_folder(path, cache)), f"Waterbirds folder {path}"
+            return _from_disk(_convert_folder(path, cache or default_cache_dir())), f"Waterbirds folder {path}"
         raise WaterbirdsDataError(
             f"{path} is neither a save_to_disk directory (no dataset_dict.json / state.json) nor an original "
             "Waterbirds folder (no metadata.csv). Point to one of those, or make a synthetic copy with "
@@ -108,7 +119,8 @@ def _open_source(source, cache: Path):
             f"Waterbirds folder {path} does not exist. Check the path, or make a synthetic copy with "
             f"`python tools/make_synthetic_waterbirds.py --out {text}`."
         )
-    return _from_hub(text, cache), f"hub dataset {text!r}"
+    where = f"hub dataset {text!r}" + (f" at revision {revision!r}" if revision else "")
+    return _from_hub(text, cache, revision, num_proc), where
 
 
 def _from_disk(path: Path) -> dict:
@@ -137,11 +149,13 @@ def _split_key(name: str) -> str:
         return name  # an extra split (kept, but only reachable by the canonical names)
 
 
-def _from_hub(repo_id: str, cache: Path) -> dict:
+def _from_hub(repo_id: str, cache: Path | None, revision: str | None, num_proc: int | None) -> dict:
+    """The hub dataset's splits; `datasets` picks the cache (HF_HOME / HF_DATASETS_CACHE) unless `cache` is given."""
     import datasets
 
+    options = {"revision": revision, "num_proc": num_proc, "cache_dir": None if cache is None else str(cache)}
     try:
-        dd = datasets.load_dataset(repo_id, cache_dir=str(cache / "hub"))
+        dd = datasets.load_dataset(repo_id, **{k: v for k, v in options.items() if v is not None})
     except Exception as err:  # network, missing repo, auth: all end the same way for the user
         raise WaterbirdsDataError(
             f"could not load {repo_id!r} from the Hugging Face Hub ({type(err).__name__}: {err}). It is not a local "
@@ -289,24 +303,24 @@ def _features_of(ds):
     return Features({**FEATURES, "counterfactual": ImageFeature(mode="RGB")})
 
 
-def _resize_batch(batch: dict, image_size: int, crop_fraction: float) -> dict:
+def _resize_batch(batch: dict, image_size: int, crop_fraction: float, interpolation: str) -> dict:
     out = {}
     for key in [k for k in ("image", "counterfactual") if k in batch]:
         out[key] = []
         for im in batch[key]:
             if im.size != (image_size, image_size):
-                chw = resize_center_crop(to_uint8_chw(im), image_size, crop_fraction)
+                chw = resize_center_crop(to_uint8_chw(im), image_size, crop_fraction, interpolation)
                 im = PILImage.fromarray(chw.permute(1, 2, 0).numpy())
             out[key].append(im)
     return out
 
 
-def _resize(ds, image_size: int, crop_fraction: float):
+def _resize(ds, image_size: int, crop_fraction: float, interpolation: str, num_proc: int | None):
     """Resize + center-crop every image (skipped when all already are image_size squares)."""
     if all(size == (image_size, image_size) for size in _image_sizes(ds)):
         return ds
-    return ds.map(_resize_batch, batched=True, batch_size=64, features=_features_of(ds),
-                  fn_kwargs={"image_size": image_size, "crop_fraction": crop_fraction},
+    return ds.map(_resize_batch, batched=True, batch_size=64, features=_features_of(ds), num_proc=num_proc,
+                  fn_kwargs={"image_size": image_size, "crop_fraction": crop_fraction, "interpolation": interpolation},
                   desc=f"resizing to {image_size}x{image_size}")
 
 
