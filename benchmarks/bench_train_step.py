@@ -4,6 +4,11 @@ autoencoder with the same encoder and decoder (no RSSM), measured in one run so 
 
     python benchmarks/bench_train_step.py --quick                 # CPU, 64 and 224, a couple of minutes
     python benchmarks/bench_train_step.py --sizes 64 128 224 320 --batch 8 --views 4 --out results.json
+    python benchmarks/bench_train_step.py --sizes 224 --baseline --model.encoder.depth 6   # vs a 6-block encoder
+
+Model keys are overridden as in training (--model.KEY VALUE). After --baseline (last on the line), overrides describe
+a second model; it and the measured model then run alternate steps (both see the same load of a shared machine), and
+each row gets their median step times and ratio (pair_step_s, baseline_step_s, over_baseline).
 
 Per image size: images/s (views/s) of forward + backward + AdamW, peak memory, model FLOPs per view (counted with
 torch.utils.flop_counter), achieved FLOP/s and its share of a matmul of the step's dominant shape, and the step
@@ -24,17 +29,20 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from hrssm._config_utils import merge
+from hrssm.commands.config_args import model_overrides
 from hrssm.config import ModelConfig, decoder_config
 from hrssm.encoder import ViTEncoder
 from hrssm.world_model import WorldModel
 from vit_decoder import ViTDecoder
 
 
-def model_config(size: int, preset: str = "base") -> ModelConfig:
-    """The preset at `size`, with a local grid of 2x2-patch cells (7x7 at 224 for base)."""
-    patch = ModelConfig.preset(preset).encoder.patch_size
+def model_config(size: int, preset: str = "base", overrides: dict | None = None) -> ModelConfig:
+    """The preset at `size`, with a local grid of 2x2-patch cells (7x7 at 224 for base), and model overrides."""
+    patch = ModelConfig.preset(preset, **(overrides or {})).encoder.patch_size
     grid = size // patch
-    return ModelConfig.preset(preset, image_size=size, rssm={"local_grid": grid // 2 if grid % 2 == 0 else grid})
+    cells = {"image_size": size, "rssm": {"local_grid": grid // 2 if grid % 2 == 0 else grid}}
+    return ModelConfig.preset(preset, **merge(cells, overrides or {}))
 
 
 class PlainAutoencoder(nn.Module):
@@ -59,23 +67,38 @@ class Timing:
     peak_mb: float
 
 
+def timed_step(model: nn.Module, opt, views, actions, autocast: torch.dtype | None) -> float:
+    """Seconds of one forward + backward + AdamW step."""
+    start = time.perf_counter()
+    with torch.autocast(views.device.type, dtype=autocast, enabled=autocast is not None):
+        loss = model(views, actions).loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if views.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def alternate_steps(models: list[nn.Module], views, actions, steps: int, warmup: int,
+                    autocast: torch.dtype | None) -> list[float]:
+    """Median step time of each model, their steps interleaved so that all see the same machine load."""
+    opts = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in models]
+    times: list[list[float]] = [[] for _ in models]
+    for i in range(warmup + steps):
+        for model, opt, out in zip(models, opts, times):
+            seconds = timed_step(model, opt, views, actions, autocast)
+            if i >= warmup:
+                out.append(seconds)
+    return [sorted(t)[len(t) // 2] for t in times]
+
+
 def time_steps(model: nn.Module, views, actions, steps: int, warmup: int, autocast: torch.dtype | None) -> Timing:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     device = views.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
-        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-            loss = model(views, actions).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
+    times = [timed_step(model, opt, views, actions, autocast) for _ in range(warmup + steps)][warmup:]
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return Timing(sorted(times)[len(times) // 2], peak)
@@ -106,7 +129,7 @@ def matmul_flops_per_s(m: int, k: int, n: int, device, dtype, repeats: int = 10)
 
 
 def bench_size(size: int, args, device, variant: dict) -> dict:
-    cfg = model_config(size, args.preset)
+    cfg = model_config(size, args.preset, args.overrides)
     if variant.get("attention"):
         cfg = ModelConfig.from_dict({**cfg.to_dict(), "attention": variant["attention"]})
     torch.manual_seed(0)
@@ -119,6 +142,13 @@ def bench_size(size: int, args, device, variant: dict) -> dict:
         hrssm_model, plain = torch.compile(hrssm_model), torch.compile(plain)
     t_hrssm = time_steps(hrssm_model, views, actions, args.steps, args.warmup, dtype)
     t_plain = time_steps(plain, views, actions, args.steps, args.warmup, dtype)
+    baseline = {}
+    if args.baseline is not None:
+        base_model = WorldModel(model_config(size, args.preset, args.baseline)).to(device)
+        if variant.get("compile"):
+            base_model = torch.compile(base_model)
+        pair, base = alternate_steps([hrssm_model, base_model], views, actions, args.steps, args.warmup, dtype)
+        baseline = {"pair_step_s": pair, "baseline_step_s": base, "over_baseline": pair / base}
     n_views = args.batch * args.views
     tokens, width = n_views * (size // cfg.encoder.patch_size) ** 2, cfg.decoder.width
     peak = matmul_flops_per_s(tokens, width, 4 * width, device, torch.bfloat16 if dtype else torch.float32)
@@ -129,12 +159,13 @@ def bench_size(size: int, args, device, variant: dict) -> dict:
         "gflop_per_view": flops / n_views / 1e9, "achieved_gflop_s": achieved / 1e9,
         "matmul_gflop_s": peak / 1e9, "utilization": achieved / peak,
         "plain_step_s": t_plain.seconds, "hrssm_over_plain": t_hrssm.seconds / t_plain.seconds,
-        "matmul_shape": [tokens, width, 4 * width],
+        "matmul_shape": [tokens, width, 4 * width], **baseline,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224, 320])
     p.add_argument("--preset", default="base")
     p.add_argument("--batch", type=int, default=4)
@@ -143,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="CPU-friendly: sizes 64 and 224, 3 timed steps")
     p.add_argument("--out", default="benchmarks/results/bench_train_step.json")
-    args = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cut = argv.index("--baseline") if "--baseline" in argv else len(argv)
+    args, rest = p.parse_known_args(argv[:cut])
+    args.overrides = model_overrides(rest)
+    args.baseline = model_overrides(argv[cut + 1 :]) if cut < len(argv) else None
     if args.quick:
         args.sizes = [64, 224]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -163,9 +198,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"size {size:>4} {r['variant']:<13} step {r['step_s']:7.3f} s  {r['views_per_s']:7.1f} views/s  "
                   f"{r['gflop_per_view']:6.2f} GFLOP/view  {r['achieved_gflop_s']:7.1f} GFLOP/s "
                   f"({r['utilization']:.0%} of matmul {r['matmul_gflop_s']:.0f})  "
-                  f"x{r['hrssm_over_plain']:.2f} plain AE  peak {r['peak_mb']:.0f} MB", flush=True)
+                  f"x{r['hrssm_over_plain']:.2f} plain AE  peak {r['peak_mb']:.0f} MB"
+                  + (f"  x{r['over_baseline']:.2f} baseline ({r['baseline_step_s']:.3f} s)" if args.baseline is not None
+                     else ""), flush=True)
     meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
             "threads": torch.get_num_threads(), "torch": torch.__version__, "preset": args.preset,
+            "overrides": args.overrides, "baseline_overrides": args.baseline,
             "peak_memory": "torch.cuda.max_memory_allocated" if device.type == "cuda"
             else "process peak RSS so far (monotonic over the run)"}
     from pathlib import Path

@@ -14,7 +14,10 @@ Where things happen:
     diagnostics.py   collapse metrics and the collapse verdict: `diagnose_collapse` (applied by trainer.CollapseWatch)
     trainer.py       `train`: setup -> loop -> export
     checkpoint.py    the checkpoint write (atomic `save_checkpoint`) and `Checkpointer` (when, and resume)
-    config.py, train_config.py, data/views.py: configs, all built and checked by _config_utils.py
+    config.py, train_config.py, data/views.py: configs, all built, checked and described by _config_utils.py
+    export.py        the export layout, strict loading, and `HubMixin` (WorldModel.save_pretrained / from_pretrained)
+    hub.py, model_card.py, tracking.py: where exports come from and go to, their card, the experiment trackers
+    commands/        the console scripts hrssm-train, hrssm-eval, hrssm-export-latents, hrssm-push
 """
 
 from . import data

@@ -62,15 +62,21 @@ def log_pictures_to_run(run_dir: str | os.PathLike, pictures: dict[str, str | os
     """Send picture files (tag -> PNG) to the trackers of a finished run (`run_dir/config.yaml`'s `log` section),
     next to its training logs, at `step` (default: the run's last step). Returns the trackers that got them (none
     when the run used none, or `run_dir` is no run folder)."""
+    import yaml
     from accelerate.tracking import LOGGER_TYPE_TO_CLASS
 
-    from .train_config import TrainConfig
+    from .train_config import LogConfig
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         return []
-    cfg = TrainConfig.load(run_dir / "config.yaml")
-    log, step = cfg.log, cfg.optim.max_steps if step is None else step
+    try:  # only the run's log section and length: the rest of its config may name files that are gone
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        log = LogConfig.from_dict(saved.get("log") or {})
+        step = int(saved.get("optim", {}).get("max_steps", 0)) if step is None else step
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as err:
+        logger.warning("pictures not sent to trackers: %s has no readable run config (%s)", run_dir, err)
+        return []
     names = available_trackers(log.trackers)
     kwargs = run_name_kwargs(log.run_name, run_dir)
     images = {tag: Image.open(path) for tag, path in pictures.items()}
