@@ -32,14 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     from ..tracking import log_pictures_to_run
 
     p = model_and_data_parser(__doc__)
-    p.add_argument("--out", default=None, help="output folder (default: eval/ beside the export)")
+    p.add_argument("--out", default=None, help="output folder (default: eval/ beside a local export, else "
+                   "eval-OWNER--NAME/ here)")
     p.add_argument("--no-pictures", action="store_true", help="skip the PNGs (t-SNE takes ~30 s on 2 cores)")
     p.add_argument("--no-floors", action="store_true", help="skip the random-init and raw-pixel floors")
     p.add_argument("--no-card", action="store_true", help="leave the export's model card as it is")
     p.add_argument("--seeds", type=int, default=5, help="probe seeds (validation splits, balanced subsamples)")
     args = p.parse_args(argv)
-    out = Path(args.out) if args.out else Path(args.model).resolve().parent / "eval"
     try:
+        # a local export (its card and run are updated) or a hub repo (never a file of the hub cache)
+        export_dir = resolve_export(args.model, [CONFIG_FILE]) if Path(args.model).exists() else None
+        out = Path(args.out) if args.out else (export_dir.parent / "eval" if export_dir else
+                                               Path(f"eval-{args.model.replace('/', '--')}"))
         model = load_world_model(args.model, device=args.device, revision=args.revision)
         result = evaluate_model(model, args.data, out, pictures=not args.no_pictures, batch_size=args.batch_size,
                                 floors=not args.no_floors, seeds=tuple(range(args.seeds)),
@@ -50,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print("\n" + result.table + "\n")
     print(f"report: {out / 'report.md'}   numbers: {out / 'eval.json'}")
-    if Path(args.model).exists():  # a local export (never a file of the hub cache)
-        export_dir = resolve_export(args.model, [CONFIG_FILE])
+    if export_dir is not None:
         if not args.no_card:
             add_evaluation(export_dir, json.loads((out / "eval.json").read_text()), out, data=str(args.data))
             print(f"model card: {export_dir / 'README.md'} (eval_results and pictures added)")
