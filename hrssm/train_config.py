@@ -2,8 +2,9 @@
 
     cfg = TrainConfig.load("recipes/configs/demo.yaml", ["--optim.lr", "3e-4", "--views.num_views=2"])
 
-Every key is ``section.key``; a wrong key or a bad value raises ``ValueError`` naming the key (the mechanism is
-hrssm/_config_utils.py, shared with ModelConfig and ViewConfig).
+Every key is ``section.key``; a wrong key, a bad value or a file that is not YAML raises
+`hrssm.errors.ConfigError` (a ``ValueError``) naming the key or the file (the mechanism is hrssm/_config_utils.py,
+shared with ModelConfig and ViewConfig).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import yaml
 
 from ._config_utils import Config, build, cli_pairs, integer, merge, number, one_of, parse_overrides
 from .config import ModelConfig
+from .data.schema import canonical_split
 from .data.views import ViewConfig
+from .errors import ConfigError
 
 TRACKERS = ("tensorboard", "mlflow", "wandb", "none")
 
@@ -33,6 +36,10 @@ class DataConfig(Config):
     synthetic_seed: int = 0  # views.mode=edit on the synthetic twin: the seed it was generated with (pairs)
 
     def validate(self) -> None:
+        try:
+            canonical_split(self.split)
+        except ValueError as err:
+            raise ConfigError(f"{self.key('split')}: {err}") from None
         self.check(number, "crop_fraction", high=1, low_open=True, high_closed=True)
         self.check(integer, "num_workers", "synthetic_seed", low=0)
 
@@ -109,7 +116,7 @@ class TrainConfig(Config):
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, Mapping):
-            raise ValueError(f"model={self.model!r} must be a mapping: a preset and ModelConfig overrides, e.g. "
+            raise ConfigError(f"model={self.model!r} must be a mapping: a preset and ModelConfig overrides, e.g. "
                              "{preset: tiny, image_size: 32}")
         if isinstance(self.views, Mapping) and "action_dim" not in self.views:  # by default actions fit the model
             self.views = {**self.views, "action_dim": self.model_config().action_dim}
@@ -138,7 +145,23 @@ class TrainConfig(Config):
             p = Path(path)
             if not p.is_file():
                 raise FileNotFoundError(f"config file {p} not found (see recipes/configs/ for examples)")
-            data = yaml.safe_load(p.read_text()) or {}
-            if not isinstance(data, dict):
-                raise ValueError(f"{p} must hold a YAML mapping of config sections")
+            data = _read_yaml(p)
+            if data is None:
+                data = {}
+            elif not isinstance(data, dict):
+                raise ConfigError(f"{p} must hold a YAML mapping of config sections (data:, model:, optim:, ...)")
         return build(cls, merge(data, parse_overrides(cli_pairs(overrides or []))))
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in `path` (None if empty), read with `yaml.safe_load`, or a `ConfigError` naming the file."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file: give a YAML config (see recipes/configs/)") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{where}: {what}. Fix the file (configs are plain YAML: no "
+                          "!!python tags)") from None
