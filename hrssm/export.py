@@ -25,13 +25,14 @@ from torch import nn
 from ._io import is_hub_id
 from .config import ModelConfig
 from .encoder import EncodesImages
+from .errors import HrssmError, one_line
 
 FORMAT_VERSION = 1
 ENCODER_FILE, MODEL_FILE, CONFIG_FILE = "encoder.safetensors", "model.safetensors", "config.json"
 ENCODER_PREFIXES = ("encoder.", "rssm.")
 
 
-class ExportError(ValueError):
+class ExportError(HrssmError, ValueError):
     """An export folder or hub repo that cannot be loaded as it is; the message says why and what to do."""
 
 
@@ -115,11 +116,22 @@ def _resolve(path_or_repo: str | os.PathLike, files: list[str]) -> Path:
 
 
 def _read_config(folder: Path) -> ModelConfig:
-    data = json.loads((folder / CONFIG_FILE).read_text())
+    path = folder / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ExportError(f"{path} is not valid JSON ({one_line(err)}): the export is damaged; re-export the run") \
+            from None
+    if not isinstance(data, dict):
+        raise ExportError(f"{path} holds a {type(data).__name__}, not a model config (a JSON object): the export is "
+                          "damaged; re-export the run")
     version = data.pop("hrssm_format", None)
     if version is None:
-        raise ExportError(f"{folder / CONFIG_FILE} has no `hrssm_format`: it was not written by hrssm.export")
-    if int(version) > FORMAT_VERSION:
+        raise ExportError(f"{path} has no `hrssm_format`: it was not written by hrssm.export")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ExportError(f"{path} has hrssm_format={version!r}, not an integer: the export is damaged; re-export "
+                          "the run")
+    if version > FORMAT_VERSION:
         raise ExportError(f"{folder} uses export format {version}, newer than this hrssm understands "
                           f"({FORMAT_VERSION}): upgrade hrssm (pip install -U hrssm)")
     try:
@@ -130,9 +142,14 @@ def _read_config(folder: Path) -> ModelConfig:
 
 def _load_weights(module: nn.Module, file: Path) -> None:
     """Strict load with a readable list of what does not fit (never a silent partial load)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    state = load_file(str(file))
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError) as err:
+        raise ExportError(f"{file} cannot be read as safetensors ({one_line(err)}): it is truncated or damaged; "
+                          "re-export the run (or download it again)") from None
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

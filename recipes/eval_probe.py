@@ -20,10 +20,11 @@ import sys
 from pathlib import Path
 
 import hrssm
-from hrssm.data import WaterbirdsDataError
+from hrssm.cli import cli_main
 from hrssm.report import evaluate_model
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="export folder, run folder or hub repo id")
@@ -36,14 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     args = p.parse_args(argv)
     out = Path(args.out) if args.out else Path(args.model).resolve().parent / "eval"
-    try:
-        model = hrssm.load_world_model(args.model, device=args.device)
-        result = evaluate_model(model, args.data, out, pictures=not args.no_pictures, batch_size=args.batch_size,
-                                floors=not args.no_floors, seeds=tuple(range(args.seeds)),
-                                report_intro=[f"Model: `{args.model}`; data: `{args.data}`.", ""])
-    except (WaterbirdsDataError, hrssm.ExportError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    model = hrssm.load_world_model(args.model, device=args.device)
+    result = evaluate_model(model, args.data, out, pictures=not args.no_pictures, batch_size=args.batch_size,
+                            floors=not args.no_floors, seeds=tuple(range(args.seeds)),
+                            report_intro=[f"Model: `{args.model}`; data: `{args.data}`.", ""])
     print("\n" + result.table + "\n")
     print(f"report: {out / 'report.md'}   numbers: {out / 'eval.json'}")
     return 0

@@ -17,6 +17,7 @@ import sys
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from hrssm.cli import cli_main
 from hrssm.config import ModelConfig, parse_overrides
 from hrssm.world_model import WorldModel
 
@@ -37,6 +38,7 @@ def summarize(cfg: ModelConfig, views: int = 2) -> dict:
             "loss_finite": bool(torch.isfinite(out.loss))}
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny")

@@ -19,6 +19,7 @@ import warnings
 
 from PIL import Image
 
+from hrssm.cli import cli_main
 from hrssm.config import ModelConfig, parse_overrides
 from hrssm.data import ViewConfig, preprocess, synthetic
 from hrssm.sanity import overfit
@@ -27,6 +28,7 @@ KEYS = ("recon_std_ratio", "psnr", "psnr_mean_image", "psnr_gain", "kl_global_ra
         "kl_global_floor_share", "kl_local_floor_share", "active_global", "active_local")
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny")

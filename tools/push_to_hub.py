@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 
 import hrssm
+from hrssm.cli import cli_main
 from hrssm.export import CONFIG_FILE
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", help="export folder, or a run folder holding export/")
@@ -31,9 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         hrssm.load(folder)
         hrssm.load_world_model(folder)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: not pushing, the export does not load: {err}", file=sys.stderr)
-        return 2
+    except (hrssm.ExportError, FileNotFoundError) as err:
+        raise hrssm.ExportError(f"not pushing, the export does not load: {err}") from err
     from huggingface_hub import HfApi
 
     api = HfApi(token=args.token)
