@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import random
 import re
 import shutil
@@ -184,7 +185,12 @@ class Checkpointer:
         if differences := _differences(data.get("identity", {}), self.identity):
             raise CheckpointError(f"checkpoint {ckpt} belongs to another run: {'; '.join(differences[:4])}. Resume "
                                   "with the run's own settings (its config.yaml), or start over with --overwrite")
-        self.accelerator.load_state(str(ckpt), load_kwargs={"weights_only": True})
+        try:
+            self.accelerator.load_state(str(ckpt), load_kwargs={"weights_only": True})
+        except pickle.UnpicklingError as err:
+            raise CheckpointError(f"checkpoint {ckpt} holds a pickle that torch's safe loader refuses (weights_only: "
+                                  f"{one_line(err)[:160]}): hrssm did not write it. Delete that checkpoint, or start "
+                                  "over with --overwrite") from None
         tensors = _read_process_file(ckpt, self.accelerator.process_index)
         self.state.load_state_dict(data["state"], tensors)
         self.saved_at = self.state.step
