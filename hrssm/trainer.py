@@ -243,7 +243,7 @@ def _make_data(cfg: TrainConfig, model_cfg: ModelConfig, accelerator
             ds = add_counterfactuals(ds, cfg.data.split, cfg.data.synthetic_seed)
     if len(ds) < cfg.optim.batch_size * accelerator.num_processes:
         raise ConfigError(f"the {cfg.data.split} split has {len(ds)} images, fewer than one step's batch "
-                         f"({cfg.optim.batch_size} x {accelerator.num_processes} processes): lower optim.batch_size")
+                          f"({cfg.optim.batch_size} x {accelerator.num_processes} processes): lower optim.batch_size")
     collate = ViewCollator(model_cfg.image_size, cfg.views, seed=cfg.seed, crop_fraction=cfg.data.crop_fraction)
     loader = DataLoader(ds, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True, collate_fn=collate,
                         num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
@@ -314,7 +314,7 @@ def _optimizer_steps(accelerator, model, optimizer, scheduler, loader, collate: 
     batches_per_epoch = len(loader) // cfg.optim.grad_accum
     if batches_per_epoch == 0:
         raise ConfigError(f"one epoch has {len(loader)} batches per process, fewer than optim.grad_accum="
-                         f"{cfg.optim.grad_accum}: lower optim.grad_accum or optim.batch_size")
+                          f"{cfg.optim.grad_accum}: lower optim.grad_accum or optim.batch_size")
     while state.step < cfg.optim.max_steps:
         epoch, done = divmod(state.step, batches_per_epoch)
         loader.set_epoch(epoch)
