@@ -10,6 +10,7 @@
 - one merge (`merge`): overrides do not need to know the defaults, `build` refuses keys that do not exist;
 - one set of validators (`integer`, `number`, `one_of`), called from each class's `validate()` through
   `Config.check`, with messages ``section.key=value must be ...``;
+- one error type: anything wrong while a config is built is an `hrssm.errors.ConfigError` (a `ValueError`);
 - one description (`describe`): every key with its value and meaning, the meaning being the field's
   ``metadata["help"]`` or else its comment in the source (on the field's line, or the comment lines right above it),
   so `--help` cannot drift from the code.
@@ -26,7 +27,10 @@ import math
 import textwrap
 import tokenize
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin, get_type_hints
+from types import NoneType, UnionType
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from .errors import ConfigError, HrssmError
 
 C = TypeVar("C", bound="Config")
 
@@ -64,17 +68,24 @@ class Config:
 
 
 def build(cls: type[C], data: Mapping[str, Any] | C) -> C:
-    """An instance of the config dataclass `cls` from a mapping of its fields (missing ones keep their default)."""
+    """An instance of the config dataclass `cls` from a mapping of its fields (missing ones keep their default).
+    Any `ValueError` while building (a validator, a check in `validate`) comes out as a `ConfigError`; the
+    project's own errors (e.g. an `ExportError` of `init_from`) keep their type."""
     if isinstance(data, cls):
         return data
     if not isinstance(data, Mapping):
-        raise ValueError(f"{cls.section or 'the config'} must be a mapping of keys to values, got {data!r}")
+        raise ConfigError(f"{cls.section or 'the config'} must be a mapping of keys to values, got {data!r}")
     valid = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
     unknown = [k for k in data if k not in valid]
     if unknown:
-        raise ValueError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(cls.key(k) for k in unknown)}; "
-                         f"valid keys{' of ' + cls.section if cls.section else ''}: {', '.join(sorted(valid))}")
-    return cls(**data)
+        raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(cls.key(k) for k in unknown)}; "
+                          f"valid keys{' of ' + cls.section if cls.section else ''}: {', '.join(sorted(valid))}")
+    try:
+        return cls(**data)
+    except HrssmError:
+        raise
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -130,13 +141,45 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def _coerce(kind: Any, value: Any, key: str) -> Any:
-    """`value` as the annotation `kind` asks: a section built from a mapping, a tuple from a list, a Literal checked."""
+    """`value` as the annotation `kind` asks, or a `ConfigError` naming `key`: a section built from a mapping, a
+    tuple from a list of the right length, one string as a one-item list of strings, a Literal, bool, int or float
+    checked (the ranges are the section validators' job), a number for a string field made a string (YAML reads
+    `output_dir: 2024` as a number)."""
+    origin, args = get_origin(kind), get_args(kind)
     if isinstance(kind, type) and issubclass(kind, Config):
         return build(kind, value)
-    if get_origin(kind) is tuple and isinstance(value, list):
-        return tuple(value)
-    if get_origin(kind) is Literal:
-        one_of(key, value, get_args(kind))
+    if origin in (Union, UnionType) and NoneType in args:
+        if value is None:
+            return None
+        rest = [a for a in args if a is not NoneType]
+        return _coerce(rest[0], value, key) if len(rest) == 1 else value
+    if origin is Literal:
+        one_of(key, value, args)
+    elif origin is tuple:
+        fixed = Ellipsis not in args
+        if not isinstance(value, (list, tuple)) or (fixed and len(value) != len(args)):
+            size = f" of {len(args)} values" if fixed else ""
+            example = ", ".join("abcdefgh"[: len(args)] if fixed else "ab")
+            raise ConfigError(f"{key}={value!r} must be a list{size}, like --{key} '[{example}]'")
+        kinds = args if fixed else (args[0],) * len(value)
+        return tuple(_coerce(k, v, f"{key}[{i}]") for i, (k, v) in enumerate(zip(kinds, value)))
+    elif origin is list:
+        if isinstance(value, str) and args == (str,):
+            return [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r} must be a list, like --{key} '[a, b]'")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    elif kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be true or false")
+    elif kind is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r} must be a string")
+    elif kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key}={value!r} must be an integer")
+    elif kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ConfigError(f"{key}={value!r} must be a number")
     return value
 
 
@@ -146,7 +189,7 @@ def _coerce(kind: Any, value: Any, key: str) -> Any:
 def integer(key: str, value: Any, low: int = 1) -> None:
     """An int (not a bool) >= `low`."""
     if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
-        raise ValueError(f"{key}={value!r} must be " + ("a positive integer" if low == 1 else f"an integer >= {low}"))
+        raise ConfigError(f"{key}={value!r} must be " + ("a positive integer" if low == 1 else f"an integer >= {low}"))
 
 
 def number(key: str, value: Any, low: float = 0.0, high: float = math.inf, *, low_open: bool = False,
@@ -158,13 +201,13 @@ def number(key: str, value: Any, low: float = 0.0, high: float = math.inf, *, lo
     if not ok:
         where = (f"a number {'>' if low_open else '>='} {low:g}" if high == math.inf else
                  f"in {'(' if low_open else '['}{low:g}, {high:g}{']' if high_closed else ')'}")
-        raise ValueError(f"{key}={value!r} must be {where}")
+        raise ConfigError(f"{key}={value!r} must be {where}")
 
 
 def one_of(key: str, value: Any, allowed: Sequence[Any]) -> None:
     """One of `allowed`."""
     if value not in allowed:
-        raise ValueError(f"{key}={value!r} must be one of {', '.join(map(repr, allowed))}")
+        raise ConfigError(f"{key}={value!r} must be one of {', '.join(map(repr, allowed))}")
 
 
 # -- command-line overrides ------------------------------------------------------------------------------------------
@@ -176,7 +219,7 @@ def cli_pairs(args: list[str]) -> list[str]:
     while i < len(args):
         arg = args[i]
         if not arg.startswith("--") or len(arg) == 2:
-            raise ValueError(f"unexpected argument {arg!r}: overrides look like --section.key value")
+            raise ConfigError(f"unexpected argument {arg!r}: overrides look like --section.key value")
         key = arg[2:]
         if "=" in key:
             out.append(key)
@@ -185,7 +228,7 @@ def cli_pairs(args: list[str]) -> list[str]:
             out.append(f"{key}={args[i + 1]}")
             i += 2
         else:
-            raise ValueError(f"override {arg} needs a value: {arg} VALUE or {arg}=VALUE")
+            raise ConfigError(f"override {arg} needs a value: {arg} VALUE or {arg}=VALUE")
     return out
 
 
@@ -200,7 +243,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"override {item!r} must look like key=value (e.g. loss.recon_scale=10)")
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. loss.recon_scale=10)")
         node = out
         *parents, leaf = key.strip().split(".")
         for part in parents:

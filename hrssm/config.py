@@ -23,7 +23,8 @@ from .data.preprocess import INTERPOLATIONS, PIXEL_MAX, PIXEL_MIN
 
 @dataclass
 class EncoderConfig(Config):
-    """Patch ViT encoder: patch embedding, fixed 2D sin-cos positions, a CLS token, pre-norm blocks."""
+    """Patch ViT encoder: patch tokens (a linear patch embedding or a convolutional stem), fixed 2D sin-cos
+    positions, a CLS token, pre-norm blocks."""
 
     section: ClassVar[str] = "model.encoder"
     patch_size: int = 16  # side of a square patch, in pixels (one token per patch)
@@ -31,10 +32,22 @@ class EncoderConfig(Config):
     depth: int = 6  # transformer blocks (ViT-S: 12; the `base` preset uses 12)
     heads: int = 6  # attention heads per block
     mlp_ratio: float = 4.0  # MLP hidden size / width
+    # "patch": one linear map per patch (ViT); "conv": log2(patch_size) stride-2 3x3 convolutions (Xiao et al. 2021,
+    # "Early convolutions help transformers see better"), which lets a shallow encoder see shapes (docs/model.md)
+    stem: Literal["patch", "conv"] = "patch"
 
     def validate(self) -> None:
         self.check(integer, "patch_size", "width", "depth", "heads")
         _check_width_fits_heads(self)
+        if self.stem == "conv":
+            n = self.patch_size.bit_length() - 1
+            if self.patch_size < 2 or 1 << n != self.patch_size:
+                raise ValueError(f"{self.key('stem')}='conv' needs a power-of-two {self.key('patch_size')} (one "
+                                 f"stride-2 convolution per halving), got {self.patch_size}: use 8 or 16, or "
+                                 "stem='patch'")
+            if self.width % (1 << (n - 1)):
+                raise ValueError(f"{self.key('stem')}='conv' halves {self.key('width')} once per layer below the "
+                                 f"top: width={self.width} must be divisible by {1 << (n - 1)}")
 
 
 @dataclass

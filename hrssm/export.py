@@ -28,6 +28,7 @@ from torch import nn
 from ._io import atomic_directory, atomic_file, atomic_write_text
 from .config import ModelConfig
 from .encoder import EncodesImages
+from .errors import one_line
 from .hub import CONFIG_FILE, ExportError, resolve_export
 from .model_card import LICENSE, PICTURES_DIR, PIPELINE_TAG, TAGS, training_card
 
@@ -165,11 +166,22 @@ def _load_module(cls, path_or_repo, weights: str, device, dtype, hub: dict[str, 
 
 
 def _read_config(folder: Path) -> ModelConfig:
-    data = json.loads((folder / CONFIG_FILE).read_text())
+    path = folder / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ExportError(f"{path} is not valid JSON ({one_line(err)}): the export is damaged; re-export the run") \
+            from None
+    if not isinstance(data, dict):
+        raise ExportError(f"{path} holds a {type(data).__name__}, not a model config (a JSON object): the export is "
+                          "damaged; re-export the run")
     version = data.pop("hrssm_format", None)
     if version is None:
-        raise ExportError(f"{folder / CONFIG_FILE} has no `hrssm_format`: it was not written by hrssm.export")
-    if int(version) > FORMAT_VERSION:
+        raise ExportError(f"{path} has no `hrssm_format`: it was not written by hrssm.export")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ExportError(f"{path} has hrssm_format={version!r}, not an integer: the export is damaged; re-export "
+                          "the run")
+    if version > FORMAT_VERSION:
         raise ExportError(f"{folder} uses export format {version}, newer than this hrssm understands "
                           f"({FORMAT_VERSION}): upgrade hrssm (git pull and pip install -e . in your hrssm checkout), "
                           "or re-export the model with this version")
@@ -182,9 +194,14 @@ def _read_config(folder: Path) -> ModelConfig:
 def _load_weights(module: nn.Module, file: Path,
                   hint: str = "The folder mixes files of different exports: re-export the run.") -> None:
     """Strict load with a readable list of what does not fit (never a silent partial load)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    state = load_file(str(file))
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError) as err:
+        raise ExportError(f"{file} cannot be read as safetensors ({one_line(err)}): it is truncated or damaged; "
+                          "re-export the run (or download it again)") from None
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from ._io import is_hub_id
+from .errors import HrssmError
 
 CONFIG_FILE = "config.json"
 HUB_OPTIONS = ("revision", "token", "cache_dir", "local_files_only", "force_download")
 
 
-class ExportError(ValueError):
+class ExportError(HrssmError, ValueError):
     """An export folder or hub repo that cannot be loaded as it is; the message says why and what to do."""
 
 

@@ -2,9 +2,10 @@
 
     cfg = TrainConfig.load("recipes/configs/demo.yaml", ["--optim.lr", "3e-4", "--views.num_views=2"])
 
-Every key is ``section.key``; a wrong key or a bad value raises ``ValueError`` naming the key (the mechanism is
-hrssm/_config_utils.py, shared with ModelConfig and ViewConfig). A field's comment is its meaning in
-`hrssm-train --help` (`TrainConfig.describe`).
+Every key is ``section.key``; a wrong key, a bad value or a file that is not YAML raises
+`hrssm.errors.ConfigError` (a ``ValueError``) naming the key or the file (the mechanism is hrssm/_config_utils.py,
+shared with ModelConfig and ViewConfig). A field's comment is its meaning in `hrssm-train --help`
+(`TrainConfig.describe`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import yaml
 
 from ._config_utils import Config, build, cli_pairs, describe, integer, merge, number, one_of, parse_overrides
 from .config import PRESETS, ModelConfig
+from .data.schema import canonical_split
 from .data.views import ViewConfig
+from .errors import ConfigError
 
 TRACKERS = ("tensorboard", "mlflow", "wandb", "none")
 # Keys that moved: old name -> new name (a config that uses the old one is refused with the new one named).
@@ -37,6 +40,10 @@ class DataConfig(Config):
     synthetic_seed: int = 0  # views.mode=edit on the synthetic twin: the seed it was generated with (pairs)
 
     def validate(self) -> None:
+        try:
+            canonical_split(self.split)
+        except ValueError as err:
+            raise ConfigError(f"{self.key('split')}: {err}") from None
         self.check(integer, "num_workers", "synthetic_seed", low=0)
         if self.num_proc is not None:
             self.check(integer, "num_proc")
@@ -77,7 +84,7 @@ class LogConfig(Config):
     def validate(self) -> None:
         self.check(integer, "every", "images_every")
         if not self.project:
-            raise ValueError(f"{self.key('project')} must be a non-empty name")
+            raise ConfigError(f"{self.key('project')} must be a non-empty name")
         for i, name in enumerate(self.trackers):
             one_of(f"{self.key('trackers')}[{i}]", name, TRACKERS)
 
@@ -113,7 +120,7 @@ class HubConfig(Config):
 
     def validate(self) -> None:
         if self.push and not self.model_id:
-            raise ValueError("hub.push=true needs hub.model_id (the repo to push to, e.g. you/hrssm-waterbirds)")
+            raise ConfigError("hub.push=true needs hub.model_id (the repo to push to, e.g. you/hrssm-waterbirds)")
 
 
 @dataclass
@@ -134,12 +141,12 @@ class TrainConfig(Config):
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, Mapping):
-            raise ValueError(f"model={self.model!r} must be a mapping: a preset and ModelConfig overrides, e.g. "
+            raise ConfigError(f"model={self.model!r} must be a mapping: a preset and ModelConfig overrides, e.g. "
                              "{preset: tiny, image_size: 32}")
         for old, new in MOVED.items():
             section, key = old.split(".")
             if isinstance(getattr(self, section), Mapping) and key in getattr(self, section):
-                raise ValueError(f"{old} is now {new} (the export records it, so encode() applies it): rename "
+                raise ConfigError(f"{old} is now {new} (the export records it, so encode() applies it): rename "
                                  "the key")
         if isinstance(self.views, Mapping) and "action_dim" not in self.views:  # by default actions fit the model
             self.views = {**self.views, "action_dim": self.model_config().action_dim}
@@ -188,7 +195,23 @@ class TrainConfig(Config):
             p = Path(path)
             if not p.is_file():
                 raise FileNotFoundError(f"config file {p} not found (see recipes/configs/ for examples)")
-            data = yaml.safe_load(p.read_text()) or {}
-            if not isinstance(data, dict):
-                raise ValueError(f"{p} must hold a YAML mapping of config sections")
+            data = _read_yaml(p)
+            if data is None:
+                data = {}
+            elif not isinstance(data, dict):
+                raise ConfigError(f"{p} must hold a YAML mapping of config sections (data:, model:, optim:, ...)")
         return build(cls, merge(data, parse_overrides(cli_pairs(overrides or []))))
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in `path` (None if empty), read with `yaml.safe_load`, or a `ConfigError` naming the file."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file: give a YAML config (see recipes/configs/)") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{where}: {what}. Fix the file (configs are plain YAML: no "
+                          "!!python tags)") from None

@@ -2,9 +2,11 @@
 
 `train` reads setup -> loop -> export:
 
-- setup: `_make_accelerator` (mixed precision, trackers, seed), `_make_data` (dataset, view collator, loader, mean
-  image), the model (a warm start from `init_from`: `hrssm.export.load_weights_into`), `hrssm.optim.make_optimizer`
-  (AdamW, warmup + cosine), resume (`hrssm.checkpoint.Checkpointer`: the newest checkpoint, or a given one);
+- setup: `_make_accelerator` (mixed precision, trackers, seed), the run folder (`hrssm.run_folder`: one run owns it,
+  a fresh run starts it empty), `_make_data` (dataset, view collator, loader, mean image), the model (a warm start
+  from `init_from`: `hrssm.export.load_weights_into`), `hrssm.optim.make_optimizer` (AdamW, warmup + cosine), resume
+  (`hrssm.checkpoint.Checkpointer`: the newest good checkpoint, or a given one; then metrics.jsonl cut back to the
+  checkpoint's step);
 - loop: `_optimizer_steps` (gradient accumulation, clipping on sync steps, the NaN/inf guard: the step's one host
   sync); after each step the metrics go into a `MetricWindow`, a full window is logged by `_log_window` (tqdm,
   trackers, metrics.jsonl) and judged by `CollapseWatch` (the collapse verdict, `hrssm.diagnostics`); image grids
@@ -23,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -32,47 +35,72 @@ from .checkpoint import Checkpointer
 from .config import ModelConfig
 from .data import ViewCollator, load_waterbirds, preprocess
 from .diagnostics import CollapseReport, diagnose_collapse
+from .errors import ConfigError, HrssmError
 from .export import export, load_weights_into
 from .hub import push_export
 from .optim import make_optimizer
+from .run_folder import RunFolderError, RunLock, claim_run_folder, truncate_log
 from .tracking import available_trackers, log_images, run_name_kwargs
 from .train_config import CollapseConfig, TrainConfig
 from .viz import image_grid
 from .world_model import WorldModel, WorldModelOutput
 
 
-class CollapseError(RuntimeError):
-    """Raised with --stop-on-collapse when the diagnostics say the model collapsed."""
+class CollapseError(HrssmError, RuntimeError):
+    """Raised with --stop-on-collapse when the diagnostics say the model collapsed (a checkpoint was saved)."""
+
+    exit_code, prefix = 3, "stopped"
 
 
-class NonFiniteLossError(RuntimeError):
-    """Raised after `collapse.max_nonfinite` consecutive NaN/inf steps."""
+class NonFiniteLossError(HrssmError, RuntimeError):
+    """Raised after `collapse.max_nonfinite` consecutive NaN/inf steps (a checkpoint was saved)."""
+
+    exit_code, prefix = 4, "stopped"
 
 
-class PushError(RuntimeError):
-    """Training finished and exported, but the push to the Hugging Face Hub (`hub.push`) failed."""
+class PushError(HrssmError, RuntimeError):
+    """Training finished and exported, but the push to the Hugging Face Hub (`hub.push`) failed: exit code 1."""
+
+    exit_code = 1
 
 
-class TrainingInterrupted(RuntimeError):
-    """SIGINT/SIGTERM arrived; a checkpoint was saved first."""
+class TrainingInterrupted(HrssmError, RuntimeError):
+    """SIGINT/SIGTERM arrived; a checkpoint was saved first. Exit code 128 + the signal (130, 143)."""
+
+    prefix = "interrupted"
 
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.signum = signum
+        self.exit_code = 128 + int(signum)
 
 
 class TrainState:
-    """What the loop needs besides model/optimizer/scheduler/RNG to resume exactly (saved with save_state)."""
+    """What the loop needs, besides model and optimizer (Accelerate's save_state), to resume exactly: the step, the
+    count of skipped steps in a row, the LR schedule, the open metric window and whether collapse was announced.
+    `hrssm.checkpoint` saves `state_dict` as JSON and `tensors` (the window's sums, per process) as safetensors."""
 
-    def __init__(self) -> None:
+    def __init__(self, scheduler, window: MetricWindow, collapse: CollapseWatch) -> None:
+        self.scheduler, self.window, self.collapse = scheduler, window, collapse
         self.step = 0
         self.nonfinite = 0
 
-    def state_dict(self) -> dict[str, int]:
-        return {"step": self.step, "nonfinite": self.nonfinite}
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "nonfinite": self.nonfinite, "scheduler": self.scheduler.state_dict(),
+                "window": {"steps": self.window.steps, "last": self.window.last},
+                "collapse_announced": self.collapse.announced}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"window.{key}": value for key, value in self.window.sums.items()}
+
+    def load_state_dict(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         self.step, self.nonfinite = int(state["step"]), int(state["nonfinite"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.window.steps, self.window.last = int(state["window"]["steps"]), dict(state["window"]["last"])
+        device = self.window.device
+        self.window.sums = {k.removeprefix("window."): v.to(device) for k, v in tensors.items()
+                            if k.startswith("window.")}
+        self.collapse.announced = bool(state["collapse_announced"])
 
 
 @dataclass
@@ -88,16 +116,27 @@ class TrainResult:
     process_index: int = 0
 
 
-def train(cfg: TrainConfig, resume: bool | str | os.PathLike = False) -> TrainResult:
+def train(cfg: TrainConfig, resume: bool | str | os.PathLike = False, overwrite: bool = False) -> TrainResult:
     """Train a world model as `cfg` says: setup -> loop -> export. Returns when done, or raises CollapseError /
     NonFiniteLossError / TrainingInterrupted (after saving a checkpoint), or PushError (after the export).
 
-    resume: True or "latest" continues from the newest checkpoint of the run folder (if any); a path continues
-    from that checkpoint (a `checkpoints/step_N` folder, or a run / checkpoints folder: its newest).
-    """
-    start, out = time.perf_counter(), Path(cfg.output_dir)
-    # -- setup ------------------------------------------------------------------------------------------------------
+    `resume` (True or "latest") continues from the newest good checkpoint in `cfg.output_dir`; a path continues from
+    that checkpoint (a `checkpoints/step_N` folder, or a run folder: its newest good one), also another run's;
+    `overwrite` deletes the run there first. Without either the folder must be empty
+    (`hrssm.run_folder.RunFolderError` otherwise). The run holds the folder's lock until it returns."""
+    start = time.perf_counter()
     accelerator = _make_accelerator(cfg)
+    lock = _claim_run_folder(accelerator, Path(cfg.output_dir), bool(resume), overwrite)
+    try:
+        return _train(accelerator, cfg, resume, start)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(accelerator, cfg: TrainConfig, resume: bool | str | os.PathLike, start: float) -> TrainResult:
+    out = Path(cfg.output_dir)
+    # -- setup ------------------------------------------------------------------------------------------------------
     model_cfg = cfg.model_config()
     collate, loader, mean_image = _make_data(cfg, model_cfg, accelerator)
     model = WorldModel(model_cfg)
@@ -107,15 +146,15 @@ def train(cfg: TrainConfig, resume: bool | str | os.PathLike = False) -> TrainRe
     optimizer, scheduler = make_optimizer(model, cfg.optim)
     # The scheduler is not prepared: Accelerate would step it once per process; it steps once per optimizer step.
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    state = TrainState()
-    accelerator.register_for_checkpointing(state, scheduler)
-    checkpointer = Checkpointer(accelerator, out / "checkpoints", state, cfg.checkpoint.keep)
+    window, collapse = MetricWindow(accelerator.device), CollapseWatch(cfg.collapse, accelerator.print)
+    state = TrainState(scheduler, window, collapse)  # (nothing is registered for Accelerate to pickle)
+    checkpointer = Checkpointer(accelerator, out / "checkpoints", cfg.checkpoint.keep, state,
+                                identity={"model": model_cfg.to_dict(), "num_processes": accelerator.num_processes})
     if resume:
-        checkpointer.resume(None if resume in (True, "latest") else Path(resume))
-    _start_run_folder(accelerator, cfg, out)
+        checkpointer.resume(None if resume in (True, "latest") else resume)
+    _start_run_folder(accelerator, cfg, out, state.step)
     unwrapped: WorldModel = accelerator.unwrap_model(model)
     steps = _optimizer_steps(accelerator, model, optimizer, scheduler, loader, collate, mean_image, state, cfg)
-    window, collapse = MetricWindow(), CollapseWatch(cfg.collapse, accelerator.print)
     bar = _progress_bar(accelerator, cfg, state.step)
     # -- loop -------------------------------------------------------------------------------------------------------
     try:
@@ -124,7 +163,9 @@ def train(cfg: TrainConfig, resume: bool | str | os.PathLike = False) -> TrainRe
                 state.step += 1
                 bar.update(1)
                 if grad_norm is None:
-                    _count_nonfinite(accelerator, state, cfg.collapse.max_nonfinite, window.last)
+                    if _count_nonfinite(accelerator, state, cfg.collapse.max_nonfinite):
+                        checkpointer.save()
+                        raise NonFiniteLossError(_nonfinite_message(state, window.last))
                 else:
                     state.nonfinite = 0
                     unwrapped.update_ema()
@@ -133,7 +174,9 @@ def train(cfg: TrainConfig, resume: bool | str | os.PathLike = False) -> TrainRe
                     _log_window(accelerator, window.reduce(accelerator), state.step, out, bar)
                     if collapse.check(window.last, state.step).collapsed and cfg.collapse.stop:
                         checkpointer.save()
-                        raise CollapseError(collapse.report.message)
+                        raise CollapseError(f"training collapsed at step {state.step} "
+                                            f"({', '.join(collapse.report.signals)}; --stop-on-collapse): the "
+                                            "message above says what to change; checkpoint saved")
                 if state.step % cfg.log.images_every == 0 and accelerator.is_main_process:
                     grid = _image_grid(unwrapped, batch, result)
                     if grid is not None:
@@ -201,8 +244,8 @@ def _make_data(cfg: TrainConfig, model_cfg: ModelConfig, accelerator
 
             ds = add_counterfactuals(ds, cfg.data.split, cfg.data.synthetic_seed)
     if len(ds) < cfg.optim.batch_size * accelerator.num_processes:
-        raise ValueError(f"the {cfg.data.split} split has {len(ds)} images, fewer than one step's batch "
-                         f"({cfg.optim.batch_size} x {accelerator.num_processes} processes): lower optim.batch_size")
+        raise ConfigError(f"the {cfg.data.split} split has {len(ds)} images, fewer than one step's batch "
+                          f"({cfg.optim.batch_size} x {accelerator.num_processes} processes): lower optim.batch_size")
     crop = model_cfg.preprocess.crop_fraction
     collate = ViewCollator(model_cfg.image_size, cfg.views, seed=cfg.seed, crop_fraction=crop)
     loader = DataLoader(ds, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True, collate_fn=collate,
@@ -212,12 +255,33 @@ def _make_data(cfg: TrainConfig, model_cfg: ModelConfig, accelerator
     return collate, loader, mean_image
 
 
-def _start_run_folder(accelerator, cfg: TrainConfig, out: Path) -> None:
-    """The run folder with its resolved config.yaml and images/, and the trackers."""
+def _claim_run_folder(accelerator, out: Path, resume: bool, overwrite: bool) -> RunLock | None:
+    """The main process takes the run folder (`claim_run_folder`: lock, empty or resumed or overwritten); every
+    process raises the same error if it is refused. The lock (main process), or None."""
+    lock, failure, message = None, None, None
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = claim_run_folder(out, resume, overwrite)
+        except (HrssmError, OSError) as err:
+            failure, message = err, str(err)
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        message = broadcast_object_list([message])[0]
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise RunFolderError(message)
+    return lock
+
+
+def _start_run_folder(accelerator, cfg: TrainConfig, out: Path, step: int) -> None:
+    """The run folder with its resolved config.yaml, images/ and metrics.jsonl (cut back to `step`, the step a
+    resumed run continues from), and the trackers."""
+    if accelerator.is_main_process:
         (out / "images").mkdir(exist_ok=True)
         cfg.save(out / "config.yaml")
+        truncate_log(out, step)
     accelerator.init_trackers(cfg.log.project, config=_flat(cfg.to_dict()),
                               init_kwargs=run_name_kwargs(cfg.log.run_name, out))
 
@@ -253,8 +317,8 @@ def _optimizer_steps(accelerator, model, optimizer, scheduler, loader, collate: 
     counts `state.step` and stops."""
     batches_per_epoch = len(loader) // cfg.optim.grad_accum
     if batches_per_epoch == 0:
-        raise ValueError(f"one epoch has {len(loader)} batches per process, fewer than optim.grad_accum="
-                         f"{cfg.optim.grad_accum}: lower optim.grad_accum or optim.batch_size")
+        raise ConfigError(f"one epoch has {len(loader)} batches per process, fewer than optim.grad_accum="
+                          f"{cfg.optim.grad_accum}: lower optim.grad_accum or optim.batch_size")
     while state.step < cfg.optim.max_steps:
         epoch, done = divmod(state.step, batches_per_epoch)
         loader.set_epoch(epoch)
@@ -276,21 +340,24 @@ def _optimizer_steps(accelerator, model, optimizer, scheduler, loader, collate: 
             yield batch, result, norm.detach() if finite else None
 
 
-def _count_nonfinite(accelerator, state: TrainState, limit: int, last: dict[str, float]) -> None:
-    """A skipped non-finite step: say so, and stop the run after `limit` in a row."""
+def _count_nonfinite(accelerator, state: TrainState, limit: int) -> bool:
+    """A skipped non-finite step: say so; True once `limit` came in a row (the run stops)."""
     state.nonfinite += 1
     accelerator.print(f"step {state.step}: non-finite loss or gradient, step skipped ({state.nonfinite} in a row)")
-    if state.nonfinite >= limit:
-        raise NonFiniteLossError(
-            f"{state.nonfinite} consecutive steps had a NaN/inf loss or gradient (last at step {state.step}). "
+    return state.nonfinite >= limit
+
+
+def _nonfinite_message(state: TrainState, last: dict[str, float]) -> str:
+    return (f"{state.nonfinite} consecutive steps had a NaN/inf loss or gradient (last at step {state.step}). "
             f"Last finite metrics: {_short(last)}. Try a lower optim.lr, optim.mixed_precision=no, or check the data "
-            "for broken images.")
+            "for broken images; checkpoint saved")
 
 
 class MetricWindow:
-    """The metrics of the finite steps since the last log, summed on the device (no host sync per step)."""
+    """The metrics of the finite steps since the last log, summed on `device` (no host sync per step)."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = device
         self.sums: dict[str, torch.Tensor] = {}
         self.steps = 0
         self.last: dict[str, float] = {}  # the last reduced window

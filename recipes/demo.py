@@ -4,7 +4,8 @@
     python recipes/demo.py [--section.key VALUE ...]      # overrides go to recipes/configs/demo.yaml (--help)
 
 1. makes the synthetic Waterbirds twin at 64x64 (once) in data/synthetic_waterbirds_64
-2. trains recipes/configs/demo.yaml with Accelerate (resumes / reuses runs/demo if it is there)
+2. trains recipes/configs/demo.yaml with Accelerate (resumes / reuses runs/demo if it is there; --fresh deletes it
+   and starts over)
 3. loads the export (runs/demo/export) the way a user would, with WorldModel.from_pretrained
 4. evaluates it (hrssm.report.evaluate_model, as recipes/eval_probe.py): reconstructions of held-out test images
    against the mean-image floor; probes on the latents (bird by DFR as published, by DFR on half of validation,
@@ -22,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from hrssm.cli import cli_main
 from hrssm.commands.config_args import config_parser, print_config
 from hrssm.data import synthetic
 from hrssm.model_card import add_evaluation
@@ -34,10 +36,11 @@ from hrssm.world_model import WorldModel
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = config_parser(__doc__, argv)
     p.set_defaults(config=str(ROOT / "recipes" / "configs" / "demo.yaml"))
-    p.add_argument("--fresh", action="store_true", help="train from scratch even if the run folder has checkpoints")
+    p.add_argument("--fresh", action="store_true", help="delete the run in the run folder and train from scratch")
     args, overrides = p.parse_known_args(argv)
     start = time.perf_counter()
     cfg = TrainConfig.load(args.config, overrides)
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[1/5] using {data}", flush=True)
 
     print(f"[2/5] training {args.config} -> {out} ({cfg.optim.max_steps} steps)", flush=True)
-    result = train(cfg, resume=not args.fresh)
+    result = train(cfg, resume=not args.fresh, overwrite=args.fresh)
 
     print(f"[3/5] loading the export {result.export_dir}", flush=True)
     model = WorldModel.from_pretrained(result.export_dir)

@@ -14,7 +14,7 @@ import hrssm
 from hrssm.data import load_waterbirds, preprocess
 from hrssm.diagnostics import image_metrics
 from hrssm.export import FORMAT_VERSION, ExportError
-from hrssm.latents import config_hash, dataset_latents, decode_latents, load_latents, save_latents
+from hrssm.latents import config_hash, dataset_latents, decode_latents, load_latents, model_hashes, save_latents
 from hrssm.train_config import TrainConfig
 from hrssm.trainer import train
 from hrssm.world_model import WorldModel
@@ -93,7 +93,7 @@ def test_decoded_npz_of_a_trained_model_matches_training_reconstructions(trained
     res, export = trained
     ds = load_waterbirds(synthetic_disk, "train")
     arrays = dataset_latents(hrssm.load(export), ds, progress=False)
-    save_latents(tmp_path / "train.npz", arrays, {"config_hash": config_hash(res.model.cfg)})
+    save_latents(tmp_path / "train.npz", arrays, model_hashes(res.model))
     decoded = decode_latents(hrssm.load_world_model(export), *load_latents(tmp_path / "train.npz"))
     ratio = float(image_metrics(decoded, preprocess(ds["image"], 32))["recon_std_ratio"])
     trained_ratio = res.metrics["recon_std_ratio"]

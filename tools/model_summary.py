@@ -17,6 +17,7 @@ import sys
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from hrssm.cli import cli_main
 from hrssm.commands.config_args import model_overrides
 from hrssm.config import ModelConfig
 from hrssm.world_model import WorldModel
@@ -38,17 +39,14 @@ def summarize(cfg: ModelConfig, views: int = 2) -> dict:
             "loss_finite": bool(torch.isfinite(out.loss))}
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
     p.add_argument("--preset", default="tiny")
     p.add_argument("--json", action="store_true")
     args, rest = p.parse_known_args(argv)
-    try:
-        cfg = ModelConfig.preset(args.preset, **model_overrides(rest))
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cfg = ModelConfig.preset(args.preset, **model_overrides(rest))
     s = summarize(cfg)
     if args.json:
         print(json.dumps({"preset": args.preset, "image_size": cfg.image_size, **s}))

@@ -22,6 +22,7 @@ import warnings
 
 from PIL import Image
 
+from hrssm.cli import cli_main
 from hrssm.commands.config_args import model_overrides
 from hrssm.config import ModelConfig
 from hrssm.data import ViewConfig, preprocess, synthetic
@@ -31,6 +32,7 @@ KEYS = ("recon_std_ratio", "psnr", "psnr_mean_image", "psnr_gain", "kl_global_ra
         "kl_global_floor_share", "kl_local_floor_share", "active_global", "active_local")
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
@@ -44,11 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", default="repeat", choices=["repeat", "augment"])
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     args, rest = p.parse_known_args(argv)
-    try:
-        cfg = ModelConfig.preset(args.preset, **{"image_size": args.image_size, **model_overrides(rest)})
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cfg = ModelConfig.preset(args.preset, **{"image_size": args.image_size, **model_overrides(rest)})
     cols = synthetic.generate(image_size=args.image_size, scale=max(0.02, args.images / 4795), seed=0, workers=1,
                               progress=False)
     images = preprocess([Image.open(io.BytesIO(b["bytes"])) for b in cols["train"]["image"][: args.images]],

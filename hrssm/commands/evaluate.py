@@ -20,13 +20,14 @@ import json
 import sys
 from pathlib import Path
 
-from ..hub import CONFIG_FILE, ExportError, resolve_export
+from ..cli import cli_main
+from ..hub import CONFIG_FILE, resolve_export
 from . import model_and_data_parser
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     from .. import load_world_model
-    from ..data import WaterbirdsDataError
     from ..model_card import add_evaluation
     from ..report import evaluate_model
     from ..tracking import log_pictures_to_run
@@ -39,19 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-card", action="store_true", help="leave the export's model card as it is")
     p.add_argument("--seeds", type=int, default=5, help="probe seeds (validation splits, balanced subsamples)")
     args = p.parse_args(argv)
-    try:
-        # a local export (its card and run are updated) or a hub repo (never a file of the hub cache)
-        export_dir = resolve_export(args.model, [CONFIG_FILE]) if Path(args.model).exists() else None
-        out = Path(args.out) if args.out else (export_dir.parent / "eval" if export_dir else
-                                               Path(f"eval-{args.model.replace('/', '--')}"))
-        model = load_world_model(args.model, device=args.device, revision=args.revision)
-        result = evaluate_model(model, args.data, out, pictures=not args.no_pictures, batch_size=args.batch_size,
-                                floors=not args.no_floors, seeds=tuple(range(args.seeds)),
-                                data_revision=args.data_revision,
-                                report_intro=[f"Model: `{args.model}`; data: `{args.data}`.", ""])
-    except (WaterbirdsDataError, ExportError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    # a local export (its card and run are updated) or a hub repo (never a file of the hub cache)
+    export_dir = resolve_export(args.model, [CONFIG_FILE]) if Path(args.model).exists() else None
+    out = Path(args.out) if args.out else (export_dir.parent / "eval" if export_dir else
+                                           Path(f"eval-{args.model.replace('/', '--')}"))
+    model = load_world_model(args.model, device=args.device, revision=args.revision)
+    result = evaluate_model(model, args.data, out, pictures=not args.no_pictures, batch_size=args.batch_size,
+                            floors=not args.no_floors, seeds=tuple(range(args.seeds)),
+                            data_revision=args.data_revision,
+                            report_intro=[f"Model: `{args.model}`; data: `{args.data}`.", ""])
     print("\n" + result.table + "\n")
     print(f"report: {out / 'report.md'}   numbers: {out / 'eval.json'}")
     if export_dir is not None:

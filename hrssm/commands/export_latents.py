@@ -4,21 +4,24 @@ command; tools/export_latents.py runs the same).
     hrssm-export-latents --model runs/demo/export --data data/synthetic_waterbirds_64 --split test \\
         --out runs/demo/latents_test.npz
 
-Arrays: features, h, z, s, label, place, group, img_id, plus metadata (model, config hash, preprocessing). Images
-are preprocessed as the export records (its `preprocess` config); --crop-fraction overrides the crop.
+Arrays: features, h, z, s, label, place, group, img_id, plus metadata (model, config and weights hashes,
+preprocessing). Images are preprocessed as the export records (its `preprocess` config); --crop-fraction overrides
+the crop.
 """
 
 from __future__ import annotations
 
 import sys
 
+from ..cli import cli_main
 from . import model_and_data_parser
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     from .. import __version__, load
     from ..data import load_waterbirds
-    from ..latents import config_hash, dataset_latents, save_latents
+    from ..latents import dataset_latents, model_hashes, save_latents
 
     p = model_and_data_parser(__doc__)
     p.add_argument("--split", default="test")
@@ -26,20 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop-fraction", type=float, default=None,
                    help="override the export's crop fraction (default: the one it was trained with)")
     args = p.parse_args(argv)
-    try:
-        enc = load(args.model, device=args.device, revision=args.revision)
-        prep = enc.cfg.preprocessing()
-        if args.crop_fraction is not None:
-            prep["crop_fraction"] = args.crop_fraction
-        ds = load_waterbirds(args.data, args.split, revision=args.data_revision, **prep)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    enc = load(args.model, device=args.device, revision=args.revision)
+    prep = enc.cfg.preprocessing()
+    if args.crop_fraction is not None:
+        prep["crop_fraction"] = args.crop_fraction
+    ds = load_waterbirds(args.data, args.split, revision=args.data_revision, **prep)
     arrays = dataset_latents(enc, ds, args.batch_size)
-    meta = {"model": str(args.model), "config_hash": config_hash(enc.cfg), "data": str(args.data),
+    meta = {"model": str(args.model), **model_hashes(enc), "data": str(args.data),
             "split": args.split, "hrssm_version": __version__,
             "preprocessing": {**prep, "pixel_range": list(enc.cfg.preprocess.pixel_range)},
-            "features": "[h, z, local of every cell in row-major order]"}
+            "features": "[h, z, s of every cell in row-major order]"}
     path = save_latents(args.out, arrays, meta)
     print(f"wrote {len(ds)} latents ({arrays['features'].shape[1]} features each) to {path}")
     return 0

@@ -14,7 +14,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli import cli_main
+from ..hub import ExportError
 
+
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     from ..hub import check_export, push_export
 
@@ -28,9 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         folder = check_export(args.folder)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: not pushing, the export does not load: {err}", file=sys.stderr)
-        return 2
+    except (ExportError, FileNotFoundError) as err:
+        raise ExportError(f"not pushing, the export does not load: {err}") from err
     try:
         url = push_export(folder, args.repo_id, private=not args.public, token=args.token,
                           commit_message=args.commit_message, check=False)

@@ -8,10 +8,13 @@ Images are RGB, resized (antialiased ``interpolation``: bilinear or bicubic) so 
 space (no sigmoid), so a range mismatch, a classic cause of gray reconstructions, cannot creep in.
 
 Layout conventions: PIL images and NumPy arrays are HWC (or HW for grayscale); torch tensors are CHW / BCHW.
+High-bit-depth grayscale images (16-bit PNG ``I;16``, 32-bit ``I``, float ``F``) are scaled to 8 bits
+(`to_rgb8`), not clipped to white as PIL's ``convert("RGB")`` does. Float input must be finite.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,12 +26,29 @@ from PIL import Image as PILImage
 PIXEL_MIN, PIXEL_MAX = -0.5, 0.5
 INTERPOLATIONS = ("bilinear", "bicubic")  # antialiased `F.interpolate` modes
 _RANGE_TOL = 1e-4
+_WIDE_MODES = ("I", "F")  # PIL modes of 32-bit integer and float pixels (and every "I;16..." mode)
+
+
+def is_high_bit_depth(mode: str) -> bool:
+    """True for PIL modes whose pixels do not fit 8 bits (16-bit PNGs open as "I;16", "I;16B" or "I")."""
+    return mode in _WIDE_MODES or mode.startswith("I;16")
+
+
+def to_rgb8(image: PILImage.Image) -> PILImage.Image:
+    """An 8-bit RGB version of a PIL image. High-bit-depth grayscale is scaled (65535 -> 255); 32-bit and float
+    images whose values fit 0-255 keep them."""
+    if is_high_bit_depth(image.mode):
+        arr = np.asarray(image).astype(np.float64)
+        if image.mode.startswith("I;16") or arr.max(initial=0) > 255:
+            arr = arr / 257.0  # 16 bits -> 8 bits: 65535 / 255 = 257
+        image = PILImage.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))  # mode "L"
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def to_uint8_chw(image: Any) -> torch.Tensor:
     """One image (PIL, HWC/HW NumPy uint8, or CHW uint8 tensor) as an RGB uint8 tensor of shape (3, H, W)."""
     if isinstance(image, PILImage.Image):
-        arr = np.asarray(image.convert("RGB"))
+        arr = np.asarray(to_rgb8(image))
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
@@ -103,6 +123,8 @@ def preprocess(images: Any, image_size: int, crop_fraction: float = 1.0, interpo
             return _to_float(resize_center_crop(x, image_size, crop_fraction, interpolation))
         if not torch.is_floating_point(x):
             raise TypeError(f"image tensors must be uint8 or float, got {x.dtype}")
+        if x.shape[0] == 0:
+            raise ValueError(f"preprocess needs at least one image, got an empty batch of shape {tuple(x.shape)}")
         check_pixel_range(x, "input images")
         return resize_center_crop(x.float(), image_size, crop_fraction, interpolation).clamp(PIXEL_MIN, PIXEL_MAX)
     if isinstance(images, (PILImage.Image, np.ndarray)):
@@ -118,8 +140,10 @@ def _to_float(x: torch.Tensor) -> torch.Tensor:
 
 
 def check_pixel_range(x: torch.Tensor, what: str = "images") -> None:
-    """Raise a clear error if float pixels are outside hrssm's [-0.5, 0.5] range."""
-    lo, hi = float(x.min()), float(x.max())
+    """Raise a clear error if float pixels (B, ...) are NaN/inf (naming the rows) or outside hrssm's [-0.5, 0.5]."""
+    lo, hi = float(x.min()), float(x.max())  # (NaN propagates through min and max)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        check_finite(x, what)
     if lo < PIXEL_MIN - _RANGE_TOL or hi > PIXEL_MAX + _RANGE_TOL:
         hint = " They look like [0, 1] pixels: subtract 0.5." if lo >= -_RANGE_TOL and hi <= 1 + _RANGE_TOL else ""
         raise ValueError(
@@ -127,6 +151,16 @@ def check_pixel_range(x: torch.Tensor, what: str = "images") -> None:
             f"got values in [{lo:.3f}, {hi:.3f}].{hint} "
             "Or pass uint8 images and let hrssm.data.preprocess convert them."
         )
+
+
+def check_finite(x: torch.Tensor, what: str = "images") -> None:
+    """Raise a ValueError naming the rows of `x` (B, ...) that hold NaN or inf values."""
+    bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1) if x.ndim else ~torch.isfinite(x)[None]
+    if bool(bad.any()):
+        rows = torch.nonzero(bad).flatten().tolist()
+        shown = ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+        raise ValueError(f"{what}: row{'s' if len(rows) > 1 else ''} {shown} (of {x.shape[0]}) hold NaN or inf "
+                         "values: drop or repair them")
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
