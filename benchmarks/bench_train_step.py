@@ -4,6 +4,11 @@ autoencoder with the same encoder and decoder (no RSSM), measured in one run so 
 
     python benchmarks/bench_train_step.py --quick                 # CPU, 64 and 224, a couple of minutes
     python benchmarks/bench_train_step.py --sizes 64 128 224 320 --batch 8 --views 4 --out results.json
+    python benchmarks/bench_train_step.py --sizes 224 --baseline --model.encoder.depth 6   # vs a 6-block encoder
+
+Model keys are overridden as in training (--model.KEY VALUE). After --baseline (last on the line), overrides describe
+a second model; it and the measured model then run alternate steps (both see the same load of a shared machine), and
+each row gets the baseline's median step time and the ratio (baseline_step_s, over_baseline).
 
 Per image size: images/s (views/s) of forward + backward + AdamW, peak memory, model FLOPs per view (counted with
 torch.utils.flop_counter), achieved FLOP/s and its share of a matmul of the step's dominant shape, and the step
@@ -29,17 +34,20 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from hrssm._config_utils import merge
+from hrssm.commands.config_args import model_overrides
 from hrssm.config import ModelConfig, decoder_config
 from hrssm.encoder import ViTEncoder
 from hrssm.world_model import WorldModel
 from vit_decoder import ViTDecoder
 
 
-def model_config(size: int, preset: str = "base") -> ModelConfig:
-    """The preset at `size`, with a local grid of 2x2-patch cells (7x7 at 224 for base)."""
-    patch = ModelConfig.preset(preset).encoder.patch_size
+def model_config(size: int, preset: str = "base", overrides: dict | None = None) -> ModelConfig:
+    """The preset at `size`, with a local grid of 2x2-patch cells (7x7 at 224 for base), and model overrides."""
+    patch = ModelConfig.preset(preset, **(overrides or {})).encoder.patch_size
     grid = size // patch
-    return ModelConfig.preset(preset, image_size=size, rssm={"local_grid": grid // 2 if grid % 2 == 0 else grid})
+    cells = {"image_size": size, "rssm": {"local_grid": grid // 2 if grid % 2 == 0 else grid}}
+    return ModelConfig.preset(preset, **merge(cells, overrides or {}))
 
 
 class PlainAutoencoder(nn.Module):
@@ -126,32 +134,37 @@ def matmul_flops_per_s(m: int, k: int, n: int, device, dtype, repeats: int = 10)
 
 
 def bench_size(size: int, args, device, variant: dict) -> dict:
-    """One size and variant, timed in turn with its baseline variant (same weights) and, unless compiled, with the
-    plain autoencoder."""
-    def build(spec: dict) -> tuple[WorldModel, torch.dtype | None]:
-        cfg = model_config(size, args.preset)
+    """One size and variant, timed in turn with its variant baseline (same weights), unless compiled with the plain
+    autoencoder, and with the --baseline model when one is given."""
+    def build(spec: dict, overrides: dict | None) -> tuple[nn.Module, torch.dtype | None]:
+        cfg = model_config(size, args.preset, overrides)
         if spec.get("attention"):
             cfg = ModelConfig.from_dict({**cfg.to_dict(), "attention": spec["attention"]})
         torch.manual_seed(0)
         model = WorldModel(cfg).to(device)
         return (torch.compile(model) if spec.get("compile") else model), torch.bfloat16 if spec.get("bf16") else None
 
-    cfg = model_config(size, args.preset)
+    cfg = model_config(size, args.preset, args.overrides)
     torch.manual_seed(0)
     views = torch.rand(args.batch, args.views, 3, size, size, device=device) - 0.5
     actions = torch.zeros(args.batch, args.views, 1, device=device)
     flops = step_flops(WorldModel(cfg).to(device), views, actions)
-    hrssm_model, dtype = build(variant)
+    hrssm_model, dtype = build(variant, args.overrides)
     runs = [(hrssm_model, dtype, None)]
     if not variant.get("compile"):  # the plain autoencoder is not compiled (only the compile speedup is asked for)
         torch.manual_seed(0)
         runs.append((PlainAutoencoder(cfg).to(device), dtype, None))
     if variant.get("baseline"):
-        runs.append((*build(VARIANTS[variant["baseline"]]), None))
+        runs.append((*build(VARIANTS[variant["baseline"]], args.overrides), None))
+    if args.baseline is not None:
+        runs.append((*build(variant, args.baseline), None))
     timings = time_interleaved(runs, views, actions, args.steps, args.warmup)
     t_hrssm = timings[0]
     t_plain = timings[1] if not variant.get("compile") else Timing(float("nan"), float("nan"), float("nan"))
-    t_base = timings[-1] if variant.get("baseline") else t_hrssm
+    t_variant_base = timings[len(runs) - 1 - (args.baseline is not None)] if variant.get("baseline") else t_hrssm
+    baseline = {}
+    if args.baseline is not None:
+        baseline = {"baseline_step_s": timings[-1].seconds, "over_baseline": t_hrssm.seconds / timings[-1].seconds}
     n_views = args.batch * args.views
     tokens, width = n_views * (size // cfg.encoder.patch_size) ** 2, cfg.decoder.width
     peak = matmul_flops_per_s(tokens, width, 4 * width, device, torch.bfloat16 if dtype else torch.float32)
@@ -164,8 +177,8 @@ def bench_size(size: int, args, device, variant: dict) -> dict:
         "plain_step_s": t_plain.seconds, "hrssm_over_plain": t_hrssm.seconds / t_plain.seconds,
         "matmul_shape": [tokens, width, 4 * width],
         "compile_s": t_hrssm.first_s - t_hrssm.seconds if variant.get("compile") else 0.0,
-        "baseline": variant.get("baseline"), "baseline_step_s": t_base.seconds,
-        "speedup": t_base.seconds / t_hrssm.seconds,
+        "variant_baseline": variant.get("baseline"), "variant_baseline_step_s": t_variant_base.seconds,
+        "speedup": t_variant_base.seconds / t_hrssm.seconds, **baseline,
     }
 
 
@@ -180,7 +193,8 @@ DEFAULT_VARIANTS = {"cpu": ["fp32", "bf16", "compile"], "cuda": ["fp32", "bf16",
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224, 320])
     p.add_argument("--preset", default="base")
     p.add_argument("--batch", type=int, default=4)
@@ -191,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
                    "fp32 bf16 bf16+sdpa bf16+compile on CUDA")
     p.add_argument("--quick", action="store_true", help="CPU-friendly: sizes 64 and 224, 3 timed steps")
     p.add_argument("--out", default="benchmarks/results/bench_train_step.json")
-    args = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cut = argv.index("--baseline") if "--baseline" in argv else len(argv)
+    args, rest = p.parse_known_args(argv[:cut])
+    args.overrides = model_overrides(rest)
+    args.baseline = model_overrides(argv[cut + 1 :]) if cut < len(argv) else None
     if args.quick:
         args.sizes = [64, 224]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -205,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"size {size} {variant['name']}: skipped ({type(err).__name__}: {str(err)[:120]})")
                 continue
             r = rows[-1]
-            extra = f"  x{r['speedup']:.2f} vs {r['baseline']}" if r["baseline"] else ""
+            extra = f"  x{r['speedup']:.2f} vs {r['variant_baseline']}" if r["variant_baseline"] else ""
+            if args.baseline is not None:
+                extra += f"  x{r['over_baseline']:.2f} baseline ({r['baseline_step_s']:.3f} s)"
             extra += f"  compile {r['compile_s']:.0f} s" if variant.get("compile") else ""
             print(f"size {size:>4} {r['variant']:<13} step {r['step_s']:7.3f} s  {r['views_per_s']:7.1f} views/s  "
                   f"{r['gflop_per_view']:6.2f} GFLOP/view  {r['achieved_gflop_s']:7.1f} GFLOP/s "
@@ -213,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"x{r['hrssm_over_plain']:.2f} plain AE  peak {r['peak_mb']:.0f} MB{extra}", flush=True)
     meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
             "threads": torch.get_num_threads(), "torch": torch.__version__, "preset": args.preset,
+            "overrides": args.overrides, "baseline_overrides": args.baseline,
             "peak_memory": "torch.cuda.max_memory_allocated" if device.type == "cuda"
             else "process peak RSS so far (monotonic over the run)"}
     write_results(args.out, {"meta": meta, "rows": rows})

@@ -13,17 +13,24 @@ Where things happen:
     rssm.py          the recurrent core: `obs_step` (posterior) = the prior step of each level + the observation
     diagnostics.py   collapse metrics and the collapse verdict: `diagnose_collapse` (applied by trainer.CollapseWatch)
     trainer.py       `train`: setup -> loop -> export
-    checkpoint.py    the checkpoint write (atomic `save_checkpoint`) and `Checkpointer` (when, and resume)
-    config.py, train_config.py, data/views.py: configs, all built and checked by _config_utils.py
+    checkpoint.py    the checkpoint write (atomic `save_checkpoint`, a verified manifest, nothing pickled) and
+                     `Checkpointer` (when, and resume)
+    run_folder.py    one run per output_dir (a lock), the rules for a fresh, resumed or overwritten run folder
+    errors.py, cli.py  `HrssmError` and the one mapping of errors to a line and an exit code for every script
+    config.py, train_config.py, data/views.py: configs, all built, checked and described by _config_utils.py
+    export.py        the export layout, strict loading, and `HubMixin` (WorldModel.save_pretrained / from_pretrained)
+    hub.py, model_card.py, tracking.py: where exports come from and go to, their card, the experiment trackers
+    commands/        the console scripts hrssm-train, hrssm-eval, hrssm-export-latents, hrssm-push
 """
 
 from . import data
 from .config import DecoderConfig, EncoderConfig, LossConfig, ModelConfig, RSSMConfig
 from .diagnostics import CollapseReport, diagnose_collapse
+from .errors import HrssmError
 from .export import Encoder, ExportError, export, load, load_world_model
 from .world_model import WorldModel, WorldModelOutput
 
 __version__ = "0.1.0"
-__all__ = ["CollapseReport", "DecoderConfig", "Encoder", "EncoderConfig", "ExportError", "LossConfig", "ModelConfig",
-           "RSSMConfig", "WorldModel", "WorldModelOutput", "__version__", "data", "diagnose_collapse", "export", "load",
-           "load_world_model"]
+__all__ = ["CollapseReport", "DecoderConfig", "Encoder", "EncoderConfig", "ExportError", "HrssmError", "LossConfig",
+           "ModelConfig", "RSSMConfig", "WorldModel", "WorldModelOutput", "__version__", "data", "diagnose_collapse",
+           "export", "load", "load_world_model"]

@@ -9,16 +9,28 @@
   tuple field becomes a tuple, a `Literal[...]` field accepts only its values;
 - one merge (`merge`): overrides do not need to know the defaults, `build` refuses keys that do not exist;
 - one set of validators (`integer`, `number`, `one_of`), called from each class's `validate()` through
-  `Config.check`, with messages ``section.key=value must be ...``.
+  `Config.check`, with messages ``section.key=value must be ...``;
+- one error type: anything wrong while a config is built is an `hrssm.errors.ConfigError` (a `ValueError`);
+- one description (`describe`): every key with its value and meaning, the meaning being the field's
+  ``metadata["help"]`` or else its comment in the source (on the field's line, or the comment lines right above it),
+  so `--help` cannot drift from the code.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
+import inspect
+import io
 import math
+import textwrap
+import tokenize
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin, get_type_hints
+from types import NoneType, UnionType
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from .errors import ConfigError, HrssmError
 
 C = TypeVar("C", bound="Config")
 
@@ -56,17 +68,24 @@ class Config:
 
 
 def build(cls: type[C], data: Mapping[str, Any] | C) -> C:
-    """An instance of the config dataclass `cls` from a mapping of its fields (missing ones keep their default)."""
+    """An instance of the config dataclass `cls` from a mapping of its fields (missing ones keep their default).
+    Any `ValueError` while building (a validator, a check in `validate`) comes out as a `ConfigError`; the
+    project's own errors (e.g. an `ExportError` of `init_from`) keep their type."""
     if isinstance(data, cls):
         return data
     if not isinstance(data, Mapping):
-        raise ValueError(f"{cls.section or 'the config'} must be a mapping of keys to values, got {data!r}")
+        raise ConfigError(f"{cls.section or 'the config'} must be a mapping of keys to values, got {data!r}")
     valid = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
     unknown = [k for k in data if k not in valid]
     if unknown:
-        raise ValueError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(cls.key(k) for k in unknown)}; "
-                         f"valid keys{' of ' + cls.section if cls.section else ''}: {', '.join(sorted(valid))}")
-    return cls(**data)
+        raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(cls.key(k) for k in unknown)}; "
+                          f"valid keys{' of ' + cls.section if cls.section else ''}: {', '.join(sorted(valid))}")
+    try:
+        return cls(**data)
+    except HrssmError:
+        raise
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -80,6 +99,41 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+def describe(config: Config) -> list[tuple[str, Any, str]]:
+    """(full key, value, meaning) of every field of `config` and of its sections, depth first in field order."""
+    rows: list[tuple[str, Any, str]] = []
+    meanings = field_help(type(config))
+    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(config, f.name)
+        rows += describe(value) if isinstance(value, Config) else [(config.key(f.name), value, meanings[f.name])]
+    return rows
+
+
+@functools.cache
+def field_help(cls: type) -> dict[str, str]:
+    """{field: meaning}: ``metadata["help"]``, else the comment on the field's last line, else the comment lines
+    right above it ("" when there is none, or the source cannot be read)."""
+    out = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # no source (e.g. a frozen application): the metadata only
+        return out
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    lines = source.splitlines()
+    for node in ast.parse(source).body[0].body:  # type: ignore[attr-defined]
+        name = node.target.id if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) else None
+        if name not in out or out[name]:  # not a field, or its metadata says it
+            continue
+        text, above = comments.get(node.end_lineno or node.lineno), []
+        row = node.lineno - 1
+        while text is None and row in comments and lines[row - 1].lstrip().startswith("#"):
+            above.insert(0, comments[row])
+            row -= 1
+        out[name] = text if text is not None else " ".join(above)
+    return out
+
+
 @functools.cache
 def _field_types(cls: type) -> dict[str, Any]:
     hints = get_type_hints(cls)
@@ -87,15 +141,47 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def _coerce(kind: Any, value: Any, key: str) -> Any:
-    """`value` as the annotation `kind` asks: a section built from a mapping, a tuple from a list, a Literal checked."""
+    """`value` as the annotation `kind` asks, or a `ConfigError` naming `key`: a section built from a mapping, a
+    tuple from a list of the right length, one string as a one-item list of strings, a Literal, bool, int or float
+    checked (the ranges are the section validators' job), a number for a string field made a string (YAML reads
+    `output_dir: 2024` as a number)."""
+    origin, args = get_origin(kind), get_args(kind)
     if isinstance(kind, type) and issubclass(kind, Config):
         return build(kind, value)
-    if get_origin(kind) is tuple and isinstance(value, list):
-        return tuple(value)
-    if get_origin(kind) is Literal:
-        if value is False and "no" in get_args(kind):  # YAML 1.1 reads a bare `no` as false
+    if origin in (Union, UnionType) and NoneType in args:
+        if value is None:
+            return None
+        rest = [a for a in args if a is not NoneType]
+        return _coerce(rest[0], value, key) if len(rest) == 1 else value
+    if origin is Literal:
+        if value is False and "no" in args:  # YAML 1.1 reads a bare `no` as false
             value = "no"
-        one_of(key, value, get_args(kind))
+        one_of(key, value, args)
+    elif origin is tuple:
+        fixed = Ellipsis not in args
+        if not isinstance(value, (list, tuple)) or (fixed and len(value) != len(args)):
+            size = f" of {len(args)} values" if fixed else ""
+            example = ", ".join("abcdefgh"[: len(args)] if fixed else "ab")
+            raise ConfigError(f"{key}={value!r} must be a list{size}, like --{key} '[{example}]'")
+        kinds = args if fixed else (args[0],) * len(value)
+        return tuple(_coerce(k, v, f"{key}[{i}]") for i, (k, v) in enumerate(zip(kinds, value)))
+    elif origin is list:
+        if isinstance(value, str) and args == (str,):
+            return [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r} must be a list, like --{key} '[a, b]'")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    elif kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be true or false")
+    elif kind is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r} must be a string")
+    elif kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key}={value!r} must be an integer")
+    elif kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ConfigError(f"{key}={value!r} must be a number")
     return value
 
 
@@ -105,7 +191,7 @@ def _coerce(kind: Any, value: Any, key: str) -> Any:
 def integer(key: str, value: Any, low: int = 1) -> None:
     """An int (not a bool) >= `low`."""
     if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
-        raise ValueError(f"{key}={value!r} must be " + ("a positive integer" if low == 1 else f"an integer >= {low}"))
+        raise ConfigError(f"{key}={value!r} must be " + ("a positive integer" if low == 1 else f"an integer >= {low}"))
 
 
 def number(key: str, value: Any, low: float = 0.0, high: float = math.inf, *, low_open: bool = False,
@@ -117,13 +203,13 @@ def number(key: str, value: Any, low: float = 0.0, high: float = math.inf, *, lo
     if not ok:
         where = (f"a number {'>' if low_open else '>='} {low:g}" if high == math.inf else
                  f"in {'(' if low_open else '['}{low:g}, {high:g}{']' if high_closed else ')'}")
-        raise ValueError(f"{key}={value!r} must be {where}")
+        raise ConfigError(f"{key}={value!r} must be {where}")
 
 
 def one_of(key: str, value: Any, allowed: Sequence[Any]) -> None:
     """One of `allowed`."""
     if value not in allowed:
-        raise ValueError(f"{key}={value!r} must be one of {', '.join(map(repr, allowed))}")
+        raise ConfigError(f"{key}={value!r} must be one of {', '.join(map(repr, allowed))}")
 
 
 # -- command-line overrides ------------------------------------------------------------------------------------------
@@ -135,7 +221,7 @@ def cli_pairs(args: list[str]) -> list[str]:
     while i < len(args):
         arg = args[i]
         if not arg.startswith("--") or len(arg) == 2:
-            raise ValueError(f"unexpected argument {arg!r}: overrides look like --section.key value")
+            raise ConfigError(f"unexpected argument {arg!r}: overrides look like --section.key value")
         key = arg[2:]
         if "=" in key:
             out.append(key)
@@ -144,7 +230,7 @@ def cli_pairs(args: list[str]) -> list[str]:
             out.append(f"{key}={args[i + 1]}")
             i += 2
         else:
-            raise ValueError(f"override {arg} needs a value: {arg} VALUE or {arg}=VALUE")
+            raise ConfigError(f"override {arg} needs a value: {arg} VALUE or {arg}=VALUE")
     return out
 
 
@@ -159,7 +245,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"override {item!r} must look like key=value (e.g. loss.recon_scale=10)")
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. loss.recon_scale=10)")
         node = out
         *parents, leaf = key.strip().split(".")
         for part in parents:

@@ -6,10 +6,13 @@ Every writer in hrssm writes aside, then renames into place (a rename is atomic 
     with atomic_file(path) as f: np.savez(f, ...)          # latents .npz
     with atomic_directory(out) as work: ds.save_to_disk(str(work))   # synthetic twin, Waterbirds cache, pairs
     replace_directory(finished, final)                     # checkpoints (hrssm.checkpoint)
+
+and `is_disk_full(err)` tells a failed write that ran out of space from other failures.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -70,9 +73,36 @@ def atomic_directory(out: str | os.PathLike) -> Iterator[Path]:
 def is_hub_id(source: str | os.PathLike) -> bool:
     """True if `source` can only be a Hugging Face Hub repo id ("name" or "owner/name"), not a local path.
 
-    (Call it for a source that does not exist locally.) Path objects, and strings that start with `.`, `/` or `~`,
-    hold more than one `/` or hold the platform's own separator, are paths.
+    (Call it for a source that does not exist locally.) A path is: a Path object; a string that starts with `.`,
+    `/` or `~`, holds more than one `/` or the platform's own separator, or is no valid repo id (huggingface_hub's
+    rule: letters, digits, `-`, `_`, `.`); and "first/second" whose first part is an existing local folder
+    (`runs/missing` where `runs/` exists is a missing run, not the hub repo of a user called "runs").
     """
     if isinstance(source, os.PathLike) or not source:
         return False
-    return not (source.startswith((".", "/", "~")) or source.count("/") > 1 or os.sep != "/" and os.sep in source)
+    if source.startswith((".", "/", "~")) or source.count("/") > 1 or os.sep != "/" and os.sep in source:
+        return False
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        return False
+    return not ("/" in source and Path(source.split("/")[0]).is_dir())
+
+
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_DISK_FULL_TEXT = ("No space left on device", "unexpected pos", "file write failed", "StorageFull")
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True if `err`, or an error it came from, says the disk (or the quota) is full. PyTorch reports a full disk in
+    `torch.save` as a RuntimeError ("unexpected pos ..."), safetensors as "StorageFull"."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _DISK_FULL_ERRNOS:
+            return True
+        if any(text in str(seen) for text in _DISK_FULL_TEXT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -79,7 +79,7 @@ class ViTVAE(nn.Module):
     def _means(self, images):
         with eval_mode(self):
             param = next(self.parameters())
-            g, s = self.posterior(preprocess(images, self.cfg.image_size).to(param.device, param.dtype))
+            g, s = self.posterior(preprocess(images, **self.cfg.preprocessing()).to(param.device, param.dtype))
         return g[..., 0, :], None if s is None else s[..., 0, :]
 
 
@@ -96,10 +96,10 @@ def train_vae(cfg, beta: float = 1.0, progress: bool = False) -> tuple[ViTVAE, d
 
     set_seed(cfg.seed)
     model_cfg = cfg.model_config()
-    ds = load_waterbirds(cfg.data.source, cfg.data.split, image_size=model_cfg.image_size,
-                         crop_fraction=cfg.data.crop_fraction, cache_dir=cfg.data.cache_dir)
+    ds = load_waterbirds(cfg.data.source, cfg.data.split, cache_dir=cfg.data.cache_dir, revision=cfg.data.revision,
+                         **model_cfg.preprocessing())
     collate = ViewCollator(model_cfg.image_size, ViewConfig(num_views=1, mode="repeat"), seed=cfg.seed,
-                           crop_fraction=cfg.data.crop_fraction)
+                           crop_fraction=model_cfg.preprocess.crop_fraction)
     loader = DataLoader(ds, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True, collate_fn=collate,
                         generator=torch.Generator().manual_seed(cfg.seed))
     model = ViTVAE(model_cfg, beta)
@@ -138,7 +138,7 @@ def vae_features(model: ViTVAE, ds, batch_size: int = 128, with_recon_metrics: b
         out[key] = np.asarray(ds[key], dtype=np.int64)
     if with_recon_metrics:
         n = min(len(ds), max_recon_images)
-        target = preprocess(ds[:n]["image"], model.cfg.image_size)
+        target = preprocess(ds[:n]["image"], **model.cfg.preprocessing())
         recon = torch.cat([model.reconstruct(target[i : i + batch_size]) for i in range(0, n, batch_size)])
         out.update({k: np.asarray(float(v)) for k, v in image_metrics(recon, target).items()})
     return out

@@ -1,5 +1,8 @@
 """Dataclass configs of the world model, and the presets `tiny` and `base`.
 
+A field's comment is its meaning: `hrssm-train --help` lists every key with its default and that comment
+(`hrssm._config_utils.describe`), so every field has one.
+
 Every section validates itself on construction (hrssm/_config_utils.py, the config mechanism shared with TrainConfig
 and ViewConfig); errors name the key, e.g. ``model.rssm.deter=0 must be a positive integer``.
 """
@@ -14,23 +17,37 @@ from vit_decoder import ViTDecoderConfig
 from vit_decoder.attention import BACKENDS
 
 from ._config_utils import Config, build, integer, merge, number, one_of
-from ._config_utils import parse_overrides as parse_overrides  # re-exported: tools parse `--set key=value` with it
+from ._config_utils import parse_overrides as parse_overrides  # re-exported: ["loss.recon_scale=10"] -> a mapping
+from .data.preprocess import INTERPOLATIONS, PIXEL_MAX, PIXEL_MIN
 
 
 @dataclass
 class EncoderConfig(Config):
-    """Patch ViT encoder: patch embedding, fixed 2D sin-cos positions, a CLS token, pre-norm blocks."""
+    """Patch ViT encoder: patch tokens (a linear patch embedding or a convolutional stem), fixed 2D sin-cos
+    positions, a CLS token, pre-norm blocks."""
 
     section: ClassVar[str] = "model.encoder"
-    patch_size: int = 16
-    width: int = 384
-    depth: int = 6
-    heads: int = 6
-    mlp_ratio: float = 4.0
+    patch_size: int = 16  # side of a square patch, in pixels (one token per patch)
+    width: int = 384  # token dimension (ViT-S: 384)
+    depth: int = 6  # transformer blocks (ViT-S: 12; the `base` preset uses 12)
+    heads: int = 6  # attention heads per block
+    mlp_ratio: float = 4.0  # MLP hidden size / width
+    # "patch": one linear map per patch (ViT); "conv": log2(patch_size) stride-2 3x3 convolutions (Xiao et al. 2021,
+    # "Early convolutions help transformers see better"), which lets a shallow encoder see shapes (docs/model.md)
+    stem: Literal["patch", "conv"] = "patch"
 
     def validate(self) -> None:
         self.check(integer, "patch_size", "width", "depth", "heads")
         _check_width_fits_heads(self)
+        if self.stem == "conv":
+            n = self.patch_size.bit_length() - 1
+            if self.patch_size < 2 or 1 << n != self.patch_size:
+                raise ValueError(f"{self.key('stem')}='conv' needs a power-of-two {self.key('patch_size')} (one "
+                                 f"stride-2 convolution per halving), got {self.patch_size}: use 8 or 16, or "
+                                 "stem='patch'")
+            if self.width % (1 << (n - 1)):
+                raise ValueError(f"{self.key('stem')}='conv' halves {self.key('width')} once per layer below the "
+                                 f"top: width={self.width} must be divisible by {1 << (n - 1)}")
 
 
 @dataclass
@@ -39,16 +56,16 @@ class RSSMConfig(Config):
 
     section: ClassVar[str] = "model.rssm"
     deter: int = 512  # GRU state size
-    hidden: int = 512
+    hidden: int = 512  # hidden size of the prior / posterior heads of the global level
     stoch: int = 32  # number of categoricals of the global latent z
     classes: int = 32  # classes per categorical
     unimix: float = 0.01  # mix 1% uniform into every categorical (DreamerV3)
     local_grid: int = 7  # side of the local latent grid; 0 = global level only (no hierarchy)
     local_dim: int = 64  # Gaussian latent dimensions per cell
-    local_min_std: float = 0.1
-    local_hidden: int = 256
+    local_min_std: float = 0.1  # lower bound of the local Gaussians' standard deviation
+    local_hidden: int = 256  # hidden size of the local prior / posterior networks
     local_mixer_depth: int = 1  # transformer blocks over the cells in the local prior (spatial context)
-    local_heads: int = 4
+    local_heads: int = 4  # attention heads of the local mixer
 
     def validate(self) -> None:
         self.check(integer, "deter", "hidden", "stoch", "classes", "local_dim", "local_hidden", "local_heads")
@@ -65,10 +82,10 @@ class DecoderConfig(Config):
     """ViT decoder (see `vit_decoder`); MAE's decoder size is the default."""
 
     section: ClassVar[str] = "model.decoder"
-    width: int = 512
-    depth: int = 8
-    heads: int = 16
-    mlp_ratio: float = 4.0
+    width: int = 512  # token dimension (MAE's decoder: 512)
+    depth: int = 8  # transformer blocks
+    heads: int = 16  # attention heads per block
+    mlp_ratio: float = 4.0  # MLP hidden size / width
 
     def validate(self) -> None:
         self.check(integer, "width", "depth", "heads")
@@ -90,10 +107,10 @@ class LossConfig(Config):
     free_nats_global: float = 1.0  # floor of the global KL, per image and time step
     free_nats_local: float = 0.1  # floor of the local KL, per grid cell (the sum's floor scales with the cells)
     contrastive: Literal["none", "barlow", "simclr"] = "none"  # between the global latents of consecutive views
-    contrastive_scale: float = 1.0
-    contrastive_dim: int = 128
-    simclr_temperature: float = 0.1
-    barlow_lambda: float = 5e-3
+    contrastive_scale: float = 1.0  # weight of the contrastive loss
+    contrastive_dim: int = 128  # output size of the projector the contrastive loss compares
+    simclr_temperature: float = 0.1  # SimCLR softmax temperature
+    barlow_lambda: float = 5e-3  # Barlow Twins weight of the off-diagonal terms
     latent_pred_scale: float = 1.0  # latent_prediction objective weight
     ema_momentum: float = 0.99  # EMA target encoder (latent_prediction)
 
@@ -106,22 +123,48 @@ class LossConfig(Config):
 
 
 @dataclass
+class PreprocessConfig(Config):
+    """How an image becomes model input; recorded in every export (like timm's `pretrained_cfg`), so `encode()`
+    and every evaluation apply what training applied (`ModelConfig.preprocessing`)."""
+
+    section: ClassVar[str] = "model.preprocess"
+    # resize the shorter side to image_size / crop_fraction, then center-crop image_size (0.875: 256 -> 224)
+    crop_fraction: float = 1.0
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"  # antialiased resize filter
+    pixel_range: tuple[float, float] = (PIXEL_MIN, PIXEL_MAX)  # uint8 x -> x / 255 - 0.5: hrssm's one convention
+
+    def validate(self) -> None:
+        self.check(number, "crop_fraction", high=1, low_open=True, high_closed=True)
+        self.check(one_of, "interpolation", allowed=INTERPOLATIONS)
+        if tuple(self.pixel_range) != (PIXEL_MIN, PIXEL_MAX):
+            raise ValueError(f"{self.key('pixel_range')}={list(self.pixel_range)} is not hrssm's pixel range "
+                             f"[{PIXEL_MIN}, {PIXEL_MAX}] (the only one it has): leave it out")
+
+
+@dataclass
 class ModelConfig(Config):
     """The world model: image size, encoder, hierarchical RSSM, decoder and objectives (see hrssm/world_model.py)."""
 
     section: ClassVar[str] = "model"
-    image_size: int = 224
-    channels: int = 3
-    action_dim: int = 1
+    image_size: int = 224  # side of the square model input, in pixels
+    channels: int = 3  # image channels
+    action_dim: int = 1  # size of an action (still images: a no-op of zeros)
     attention: str = "auto"  # one of vit_decoder.attention.BACKENDS
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     rssm: RSSMConfig = field(default_factory=RSSMConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     @property
     def patch_grid(self) -> int:
         return self.image_size // self.encoder.patch_size
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The keyword arguments of `hrssm.data.preprocess` / `load_waterbirds` that give this model's input:
+        image_size, crop_fraction, interpolation."""
+        return {"image_size": self.image_size, "crop_fraction": self.preprocess.crop_fraction,
+                "interpolation": self.preprocess.interpolation}
 
     @property
     def cell_patches(self) -> int:
@@ -142,7 +185,8 @@ class ModelConfig(Config):
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ModelConfig:
-        """`tiny` (32-64 px, trains in seconds on a CPU) or `base` (224 px). Overrides: nested dicts or values."""
+        """`tiny` (32-64 px, trains in seconds on a CPU) or `base` (224 px, a ViT-S/16 encoder). Overrides: nested
+        dicts or values."""
         if name not in PRESETS:
             raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
         return build(cls, merge(dataclasses.asdict(PRESETS[name]()), overrides))
@@ -175,7 +219,8 @@ def _tiny() -> ModelConfig:
 
 
 def _base() -> ModelConfig:
-    return ModelConfig(image_size=224)
+    """224 px; the encoder is ViT-S/16 (patch 16, width 384, 12 blocks, 6 heads); MAE's decoder size."""
+    return ModelConfig(image_size=224, encoder=EncoderConfig(patch_size=16, width=384, depth=12, heads=6))
 
 
 PRESETS = {"tiny": _tiny, "base": _base}

@@ -26,7 +26,10 @@ def straight_through_sample(log_probs: torch.Tensor, sample: bool = True) -> tor
     """One-hot sample (or mode if not `sample`) with straight-through gradients to the probabilities."""
     probs = log_probs.exp()
     if sample:
-        index = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1).reshape(probs.shape[:-1])
+        # NaN/inf probabilities (diverged weights) would make multinomial raise; sampled as uniform instead, they
+        # still turn the loss NaN, and the trainer's NaN guard skips the step and stops the run cleanly.
+        finite = torch.nan_to_num(probs, nan=1.0, posinf=1.0).reshape(-1, probs.shape[-1])
+        index = torch.multinomial(finite, 1).reshape(probs.shape[:-1])
     else:
         index = probs.argmax(dim=-1)
     one_hot = torch.nn.functional.one_hot(index, probs.shape[-1]).to(probs.dtype)

@@ -1,6 +1,12 @@
-"""Patch ViT encoder: (N, 3, H, W) in [-0.5, 0.5] -> CLS embedding (N, D) and patch tokens (N, P, D)."""
+"""Patch ViT encoder: (N, 3, H, W) in [-0.5, 0.5] -> CLS embedding (N, D) and patch tokens (N, P, D).
+
+The patch tokens come from a linear patch embedding (`stem="patch"`, ViT) or from a convolutional stem
+(`stem="conv"`, Xiao et al. 2021): both give one token per patch_size x patch_size patch, row-major.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -11,11 +17,26 @@ from ._torch import eval_mode
 from .config import EncoderConfig
 
 
+def conv_stem(channels: int, width: int, patch_size: int) -> nn.Sequential:
+    """log2(patch_size) stride-2 3x3 convolutions, channels doubling up to `width` (GroupNorm + GELU between):
+    (N, channels, H, W) -> (N, width, H / patch_size, W / patch_size). GroupNorm keeps every image independent of
+    its batch (encoding is per image)."""
+    n = patch_size.bit_length() - 1
+    widths = [channels] + [width >> (n - 1 - i) for i in range(n)]
+    layers: list[nn.Module] = []
+    for i in range(n):
+        layers.append(nn.Conv2d(widths[i], widths[i + 1], kernel_size=3, stride=2, padding=1))
+        if i < n - 1:
+            layers += [nn.GroupNorm(math.gcd(8, widths[i + 1]), widths[i + 1]), nn.GELU()]
+    return nn.Sequential(*layers)
+
+
 class ViTEncoder(nn.Module):
     def __init__(self, image_size: int, cfg: EncoderConfig, channels: int = 3, attention: str = "auto") -> None:
         super().__init__()
         self.cfg, self.grid = cfg, image_size // cfg.patch_size
-        self.patch_embed = nn.Conv2d(channels, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.patch_embed = (conv_stem(channels, cfg.width, cfg.patch_size) if cfg.stem == "conv" else
+                            nn.Conv2d(channels, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         nn.init.normal_(self.cls_token, std=0.02)
         self.register_buffer("pos_embed", sincos_pos_embed_2d(cfg.width, self.grid)[None], persistent=False)
@@ -45,14 +66,15 @@ class EncodesImages:
     def encode_latents(self, images) -> dict[str, torch.Tensor]:
         """Posterior latents of each image seen once (T = 1, deterministic: categorical mode, Gaussian mean).
 
-        images: uint8 or float in [-0.5, 0.5] (see hrssm.data.preprocess); resized / cropped like training.
+        images: uint8 or float in [-0.5, 0.5] (see hrssm.data.preprocess); resized / cropped as the model's
+        recorded preprocessing says (`cfg.preprocess`: what training applied).
         Returns h (B, deter), z (B, stoch * classes) one-hot, s (B, cells, local_dim) (absent without a local level).
         """
         from .data.preprocess import preprocess
 
         with eval_mode(self):
             param = next(self.parameters())
-            x = preprocess(images, self.cfg.image_size).to(param.device, param.dtype)
+            x = preprocess(images, **self.cfg.preprocessing()).to(param.device, param.dtype)
             cls, tokens = self.encoder(x)
             cells = None
             if self.cfg.rssm.local_grid:

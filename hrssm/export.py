@@ -1,14 +1,14 @@
 """Export a trained world model, and load it back as an encoder (for probes) or as the full model.
 
-An export folder (the standard `save_pretrained` layout, so it also works with `WorldModel.from_pretrained` and
-`push_to_hub`):
+One layout, written by `export` and by `WorldModel.save_pretrained` / `push_to_hub`, read by `load`,
+`load_world_model` and `WorldModel.from_pretrained` (all strict and format-checked):
 
-    config.json          the ModelConfig plus `hrssm_format` (refused by older hrssm versions' loaders)
+    config.json          the ModelConfig, its preprocessing included, plus `hrssm_format` (refused by older loaders)
     model.safetensors    the full world model, decoder included
     encoder.safetensors  what feature extraction needs: the ViT encoder and the RSSM (no decoder)
-    README.md            a model card: data, config, metrics, usage
+    README.md            the model card (hrssm/model_card.py); evaluation/ holds its pictures after an evaluation
 
-    enc = hrssm.load("runs/demo/export")          # or a hub repo id
+    enc = hrssm.load("runs/demo/export")          # or a hub repo id (revision=, token=, cache_dir=, ...)
     feats = enc.encode(images)                     # (B, D): [h, z, s of every cell]; uint8 or [-0.5, 0.5] input
     lat = enc.encode_latents(images)               # {"h": (B, deter), "z": (B, stoch*classes), "s": (B, cells, dim)}
 """
@@ -17,22 +17,27 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
+from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from ._io import is_hub_id
+from ._io import atomic_directory, atomic_file, atomic_write_text
 from .config import ModelConfig
 from .encoder import EncodesImages
+from .errors import one_line
+from .hub import CONFIG_FILE, ExportError, resolve_export
+from .model_card import LICENSE, PICTURES_DIR, PIPELINE_TAG, TAGS, training_card
 
-FORMAT_VERSION = 1
-ENCODER_FILE, MODEL_FILE, CONFIG_FILE = "encoder.safetensors", "model.safetensors", "config.json"
+# 2: config.json carries the preprocessing (`preprocess`). Format 1 folders still load (they encoded at crop 1.0).
+FORMAT_VERSION = 2
+ENCODER_FILE, MODEL_FILE = "encoder.safetensors", "model.safetensors"
 ENCODER_PREFIXES = ("encoder.", "rssm.")
-
-
-class ExportError(ValueError):
-    """An export folder or hub repo that cannot be loaded as it is; the message says why and what to do."""
+__all__ = ["CONFIG_FILE", "ENCODER_FILE", "Encoder", "ExportError", "FORMAT_VERSION", "HubMixin", "MODEL_FILE",
+           "export", "load", "load_weights_into", "load_world_model", "read_model_config", "write_export_files"]
 
 
 class Encoder(nn.Module, EncodesImages):
@@ -51,88 +56,152 @@ class Encoder(nn.Module, EncodesImages):
         return self.rssm.feature_dim
 
 
+class HubMixin(PyTorchModelHubMixin, library_name="hrssm", license=LICENSE, pipeline_tag=PIPELINE_TAG, tags=TAGS):
+    """huggingface_hub's `save_pretrained` / `push_to_hub` / `from_pretrained`, writing and reading exactly what
+    `export` / `load_world_model` do: the encoder file included, strict loading, the format checked.
+
+    `from_pretrained` is replaced as a whole (not only `_from_pretrained`): the mixin's version would decode
+    config.json and try the hub before hrssm could check the format or tell a missing folder from a repo id.
+    """
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        write_export_files(self, Path(save_directory))
+
+    def generate_model_card(self, *args, **kwargs):
+        """hrssm's card (`hrssm.model_card.training_card`); kwargs: metrics, data, steps."""
+        return training_card(self, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, force_download: bool = False,
+                        token: str | bool | None = None, cache_dir: str | os.PathLike | None = None,
+                        local_files_only: bool = False, revision: str | None = None, **model_kwargs: Any):
+        """The world model of an export folder, a run folder or a hub repo (= `hrssm.load_world_model`).
+        model_kwargs: `map_location` (device, default cpu)."""
+        return cls._from_pretrained(model_id=os.fspath(pretrained_model_name_or_path), revision=revision,
+                                    cache_dir=cache_dir, force_download=force_download,
+                                    local_files_only=local_files_only, token=token, **model_kwargs)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | os.PathLike | None,
+                         force_download: bool, local_files_only: bool, token: str | bool | None,
+                         map_location: str | torch.device = "cpu", strict: bool = True, **model_kwargs: Any):
+        if not strict or model_kwargs:
+            raise TypeError("hrssm exports load strictly and rebuild the model from their config.json: "
+                            f"from_pretrained takes no {'strict=False' if not strict else sorted(model_kwargs)}")
+        hub = {"revision": revision, "cache_dir": cache_dir, "force_download": force_download,
+               "local_files_only": local_files_only, "token": token}
+        return _load_module(cls, model_id, MODEL_FILE, map_location, torch.float32, hub)
+
+
+def write_export_files(model, folder: Path) -> None:
+    """config.json, model.safetensors and encoder.safetensors of `model` into `folder`, each file atomically. A
+    README.md and evaluation/ already there belong to other weights and are removed (the caller writes a card)."""
+    from safetensors.torch import save
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"hrssm_format": str(FORMAT_VERSION)}
+    (folder / "README.md").unlink(missing_ok=True)
+    shutil.rmtree(folder / PICTURES_DIR, ignore_errors=True)
+    atomic_write_text(folder / CONFIG_FILE,
+                      json.dumps({**model.cfg.to_dict(), "hrssm_format": FORMAT_VERSION}, indent=2))
+    for name, tensors in ((MODEL_FILE, state),
+                          (ENCODER_FILE, {k: v for k, v in state.items() if k.startswith(ENCODER_PREFIXES)})):
+        with atomic_file(folder / name) as f:
+            f.write(save(tensors, metadata=meta))
+
+
 def export(model, out_dir: str | os.PathLike, metrics: dict[str, float] | None = None,
            data: str | None = None, steps: int | None = None) -> Path:
-    """Write an export folder for a (trained) WorldModel."""
+    """Write the export folder of a (trained) WorldModel: `model.save_pretrained` with the training facts on the
+    card, into a folder that replaces `out_dir` only once complete."""
     out = Path(out_dir)
-    config = {**model.cfg.to_dict(), "hrssm_format": FORMAT_VERSION}
-    model.save_pretrained(out, config=config)
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
-    save_file(state, str(out / ENCODER_FILE), metadata={"hrssm_format": str(FORMAT_VERSION)})
-    (out / "README.md").write_text(_model_card(model.cfg, metrics or {}, data, steps))
+    with atomic_directory(out) as work:
+        model.save_pretrained(work, model_card_kwargs={"metrics": metrics or {}, "data": data, "steps": steps})
     return out
 
 
-def load(path_or_repo: str | os.PathLike, device: str | torch.device = "cpu",
-         dtype: torch.dtype = torch.float32) -> Encoder:
-    """Load the encoder of an export folder or hub repo: `encode(images)` -> (B, D) features."""
-    folder = _resolve(path_or_repo, [CONFIG_FILE, ENCODER_FILE])
-    enc = Encoder(_read_config(folder))
-    _load_weights(enc, folder / ENCODER_FILE)
-    return enc.to(device=device, dtype=dtype).eval()
+def load(path_or_repo: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+         *, revision: str | None = None, token: str | bool | None = None, cache_dir: str | os.PathLike | None = None,
+         local_files_only: bool = False, force_download: bool = False) -> Encoder:
+    """Load the encoder of an export folder, a run folder or a hub repo: `encode(images)` -> (B, D) features.
+    The keyword options go to `huggingface_hub.snapshot_download` (a repo only)."""
+    hub = {"revision": revision, "token": token, "cache_dir": cache_dir, "local_files_only": local_files_only,
+           "force_download": force_download}
+    return _load_module(Encoder, path_or_repo, ENCODER_FILE, device, dtype, hub)
 
 
 def load_world_model(path_or_repo: str | os.PathLike, device: str | torch.device = "cpu",
-                     dtype: torch.dtype = torch.float32):
-    """Load the full world model (decoder included) of an export folder or hub repo."""
+                     dtype: torch.dtype = torch.float32, *, revision: str | None = None,
+                     token: str | bool | None = None, cache_dir: str | os.PathLike | None = None,
+                     local_files_only: bool = False, force_download: bool = False):
+    """Load the full world model (decoder included) of an export folder, a run folder or a hub repo (the same as
+    `WorldModel.from_pretrained`). The keyword options go to `huggingface_hub.snapshot_download`."""
     from .world_model import WorldModel
 
-    folder = _resolve(path_or_repo, [CONFIG_FILE, MODEL_FILE])
-    model = WorldModel(_read_config(folder))
-    _load_weights(model, folder / MODEL_FILE)
-    return model.to(device=device, dtype=dtype).eval()
+    hub = {"revision": revision, "token": token, "cache_dir": cache_dir, "local_files_only": local_files_only,
+           "force_download": force_download}
+    return _load_module(WorldModel, path_or_repo, MODEL_FILE, device, dtype, hub)
 
 
-def _resolve(path_or_repo: str | os.PathLike, files: list[str]) -> Path:
-    text = os.fspath(path_or_repo)
-    path = Path(text).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ExportError(f"{path} is a file; give the export folder (holding {', '.join(files)})")
-        if (path / "export" / CONFIG_FILE).exists() and not (path / CONFIG_FILE).exists():
-            path = path / "export"  # a run folder: use its export
-        missing = [f for f in files if not (path / f).is_file()]
-        if missing:
-            raise ExportError(f"{path} lacks {missing}: it is not a complete hrssm export. Re-export the run "
-                              f"(hrssm.export.export(model, folder)) or point to the run's export/ folder.")
-        return path
-    if not is_hub_id(path_or_repo):
-        raise FileNotFoundError(f"export folder {path} does not exist (and {text!r} is no hub repo id)")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+def read_model_config(path_or_repo: str | os.PathLike, **hub: Any) -> ModelConfig:
+    """The (format-checked) ModelConfig of an export folder, a run folder or a hub repo."""
+    return _read_config(resolve_export(path_or_repo, [CONFIG_FILE], **hub))
 
-    try:
-        return Path(snapshot_download(text, allow_patterns=files))
-    except LocalEntryNotFoundError as err:
-        raise ExportError(f"{text!r} is not a local folder and could not be fetched from the Hugging Face Hub "
-                          f"(offline, or not in the cache): {err}. Download it where there is network, or pass "
-                          "a local export folder.") from err
-    except Exception as err:  # repo not found, auth, network
-        raise ExportError(f"could not fetch {text!r} from the Hugging Face Hub ({type(err).__name__}: {err})") \
-            from err
+
+def load_weights_into(module: nn.Module, path_or_repo: str | os.PathLike, **hub: Any) -> None:
+    """Copy the full model weights of an export into `module` (a WorldModel of a compatible config), strictly:
+    the warm start of `init_from` in training."""
+    folder = resolve_export(path_or_repo, [CONFIG_FILE, MODEL_FILE], **hub)
+    _read_config(folder)  # the format check
+    _load_weights(module, folder / MODEL_FILE, hint="Keep the export's architecture (only settings such as the "
+                  "loss weights or the preprocessing may differ from its config.json), or start from scratch.")
+
+
+def _load_module(cls, path_or_repo, weights: str, device, dtype, hub: dict[str, Any]):
+    folder = resolve_export(path_or_repo, [CONFIG_FILE, weights], **hub)
+    module = cls(_read_config(folder))
+    _load_weights(module, folder / weights)
+    return module.to(device=device, dtype=dtype).eval()
 
 
 def _read_config(folder: Path) -> ModelConfig:
-    data = json.loads((folder / CONFIG_FILE).read_text())
+    path = folder / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ExportError(f"{path} is not valid JSON ({one_line(err)}): the export is damaged; re-export the run") \
+            from None
+    if not isinstance(data, dict):
+        raise ExportError(f"{path} holds a {type(data).__name__}, not a model config (a JSON object): the export is "
+                          "damaged; re-export the run")
     version = data.pop("hrssm_format", None)
     if version is None:
-        raise ExportError(f"{folder / CONFIG_FILE} has no `hrssm_format`: it was not written by hrssm.export")
-    if int(version) > FORMAT_VERSION:
+        raise ExportError(f"{path} has no `hrssm_format`: it was not written by hrssm.export")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ExportError(f"{path} has hrssm_format={version!r}, not an integer: the export is damaged; re-export "
+                          "the run")
+    if version > FORMAT_VERSION:
         raise ExportError(f"{folder} uses export format {version}, newer than this hrssm understands "
-                          f"({FORMAT_VERSION}): upgrade hrssm (pip install -U hrssm)")
+                          f"({FORMAT_VERSION}): upgrade hrssm (git pull and pip install -e . in your hrssm checkout), "
+                          "or re-export the model with this version")
     try:
         return ModelConfig.from_dict(data)
     except (TypeError, ValueError) as err:
         raise ExportError(f"{folder / CONFIG_FILE} is not a valid model config: {err}") from err
 
 
-def _load_weights(module: nn.Module, file: Path) -> None:
+def _load_weights(module: nn.Module, file: Path,
+                  hint: str = "The folder mixes files of different exports: re-export the run.") -> None:
     """Strict load with a readable list of what does not fit (never a silent partial load)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    state = load_file(str(file))
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError) as err:
+        raise ExportError(f"{file} cannot be read as safetensors ({one_line(err)}): it is truncated or damaged; "
+                          "re-export the run (or download it again)") from None
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -146,46 +215,5 @@ def _load_weights(module: nn.Module, file: Path) -> None:
             parts.append(f"{len(missing)} tensor(s) missing, e.g. {missing[:3]}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[:3]}")
-        raise ExportError(f"the weights in {file} do not fit the config next to them: {'; '.join(parts)}. "
-                          "The folder mixes files of different exports: re-export the run.")
+        raise ExportError(f"the weights in {file} do not fit the model: {'; '.join(parts)}. {hint}")
     module.load_state_dict(state, strict=True)
-
-
-def _model_card(cfg: ModelConfig, metrics: dict[str, float], data: str | None, steps: int | None) -> str:
-    keys = ("recon_std_ratio", "psnr", "psnr_mean_image", "psnr_gain", "kl_global_raw", "kl_local_raw")
-    rows = "\n".join(f"| {k} | {metrics[k]:.4g} |" for k in keys if k in metrics)
-    r = cfg.rssm
-    dim = r.deter + r.stoch * r.classes + r.local_grid**2 * r.local_dim
-    return f"""---
-library_name: hrssm
-tags: [world-model, rssm, representation-learning, waterbirds]
----
-
-# hrssm world model
-
-A hierarchical RSSM world model (global GRU + {r.stoch}x{r.classes} categorical latent, {r.local_grid}x{r.local_grid}
-grid of {r.local_dim}-dim Gaussian local latents) with a patch-ViT encoder and a ViT decoder, trained on
-still images seen as sequences of views. Image size {cfg.image_size}, patch {cfg.encoder.patch_size}.
-
-- data: {data or "unknown"}
-- training steps: {steps if steps is not None else "unknown"}
-- objective: {cfg.loss.objective}, recon_scale {cfg.loss.recon_scale}, free nats {cfg.loss.free_nats_global}
-  (global) / {cfg.loss.free_nats_local} per cell (local)
-
-## Metrics at the end of training (averaged over the last log window, training views)
-
-| metric | value |
-| --- | --- |
-{rows or "| (none recorded) | |"}
-
-## Use
-
-```python
-import hrssm
-enc = hrssm.load("THIS_FOLDER_OR_REPO")      # encoder + RSSM posterior
-features = enc.encode(images)                 # (B, {dim}) = [h, z, s of every cell]
-model = hrssm.load_world_model("THIS_FOLDER_OR_REPO")   # full model, decoder included
-```
-
-Images: uint8 (resized and center-cropped to {cfg.image_size}) or float in [-0.5, 0.5].
-"""

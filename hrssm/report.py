@@ -79,11 +79,12 @@ def feature_sets(model, splits: dict, batch_size: int = 128, floors: bool = True
                  pixel_size: int = PIXEL_SIZE, progress: bool = True) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """{feature set: {split: features}}: the model's latents (with held-out reconstruction metrics on test) and,
     with `floors`, a random-init model of the same config and raw pixels, for the same images."""
-    out = {TRAINED: {s: encode_dataset(model, d, batch_size, with_recon_metrics=(s == "test"), progress=progress)
-                     for s, d in splits.items()}}
+    out = {TRAINED: {s: encode_dataset(model, d, batch_size, with_recon_metrics=(s == "test"), progress=progress,
+                                       desc=f"encoding {s}") for s, d in splits.items()}}
     if floors:
         rand = random_init_encoder(model.cfg).to(next(model.parameters()).device)
-        out[RANDOM_INIT] = {s: encode_dataset(rand, d, batch_size, progress=progress) for s, d in splits.items()}
+        out[RANDOM_INIT] = {s: encode_dataset(rand, d, batch_size, progress=progress, desc=f"encoding {s}, random init")
+                            for s, d in splits.items()}
         out[pixels_name(pixel_size)] = {s: pixel_features(d, pixel_size) for s, d in splits.items()}
     return out
 
@@ -91,18 +92,18 @@ def feature_sets(model, splits: dict, batch_size: int = 128, floors: bool = True
 def evaluate_model(model: WorldModel, data: str | os.PathLike, out_dir: str | os.PathLike, *, pictures: bool = True,
                    latent_maps: tuple[str, ...] = ("tsne", "umap"), floors: bool = True,
                    seeds: Sequence[int] = PROBE_SEEDS, batch_size: int = 128, report_intro: list[str] | None = None,
-                   extra_json: dict | None = None, progress=print) -> EvalResult:
+                   extra_json: dict | None = None, progress=print, data_revision: str | None = None) -> EvalResult:
     """Encode train / validation / test of `data` (any `load_waterbirds` source), fit the probes on the model's
     features and on its floors (random init, raw pixels), measure held-out reconstructions, draw the pictures, and
     write `eval.json` and `report.md` into `out_dir`.
 
     latent_maps: "tsne" always works (scikit-learn); "umap" is drawn when umap-learn is installed, else skipped.
-    report_intro: markdown lines put before the results; extra_json: more entries for eval.json.
+    report_intro: markdown lines put before the results; extra_json: more entries for eval.json; data_revision: a
+    hub dataset's branch, tag or commit. Images are preprocessed as the model records (`model.cfg.preprocess`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    size = model.cfg.image_size
-    splits = {s: load_waterbirds(data, s, image_size=size) for s in SPLITS}
+    splits = {s: load_waterbirds(data, s, revision=data_revision, **model.cfg.preprocessing()) for s in SPLITS}
     progress(f"encoding {', '.join(f'{s} ({len(d)})' for s, d in splits.items())}"
              + (": the model, a random-init model of its config, raw pixels" if floors else ""))
     feats = feature_sets(model, splits, batch_size, floors, progress=progress is not None)
@@ -154,7 +155,7 @@ def reconstruction_grid(model: WorldModel, ds, per_group: int = 2):
     """Images of `ds` (top row, `per_group` of each group) and their reconstructions from the latents (bottom)."""
     groups = np.asarray(ds["group"])
     idx = [int(i) for g in range(len(GROUP_NAMES)) for i in np.flatnonzero(groups == g)[:per_group]]
-    x = preprocess([ds[i]["image"] for i in idx], model.cfg.image_size)
+    x = preprocess([ds[i]["image"] for i in idx], **model.cfg.preprocessing())
     lat = model.encode_latents(x)
     recon = model.decode(lat["h"], lat["z"], lat.get("s"))
     return image_grid(torch.stack([x, recon.clamp(-0.5, 0.5).to(x.dtype)]))

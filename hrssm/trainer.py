@@ -2,22 +2,24 @@
 
 `train` reads setup -> loop -> export:
 
-- setup: `_make_accelerator` (mixed precision, trackers, seed), `_make_data` (dataset, view collator, loader with
-  `loader_workers`, mean image), `hrssm.optim.make_optimizer` (AdamW, warmup + cosine), resume
-  (`hrssm.checkpoint.Checkpointer`), `_step_forward` (the model, or its `torch.compile` with optim.compile);
+- setup: `_make_accelerator` (mixed precision, trackers, seed), the run folder (`hrssm.run_folder`: one run owns it,
+  a fresh run starts it empty), `_make_data` (dataset, view collator, loader with `loader_workers`, mean image),
+  the model (a warm start
+  from `init_from`: `hrssm.export.load_weights_into`), `hrssm.optim.make_optimizer` (AdamW, warmup + cosine), resume
+  (`hrssm.checkpoint.Checkpointer`: the newest good checkpoint, or a given one; then metrics.jsonl cut back to the
+  checkpoint's step), `_step_forward` (the model, or its `torch.compile` with optim.compile);
 - loop: `_optimizer_steps` (views made on the accelerator by `_step_inputs` when the loader sends base batches,
-  gradient accumulation, clipping on sync steps, the NaN/inf guard: the step's one host sync); after each step
-  the metrics go into a `MetricWindow`, a full window is logged by `_log_window` (tqdm, trackers, metrics.jsonl)
-  and judged by `CollapseWatch` (the collapse verdict, `hrssm.diagnostics`); image grids,
-  atomic checkpoints (`Checkpointer.save`, written by `hrssm.checkpoint.save_checkpoint`), a clean stop on
-  SIGINT/SIGTERM;
-- export: `hrssm.export.export` of the unwrapped model.
+  gradient accumulation, clipping on sync steps, the NaN/inf guard: the step's one host
+  sync); after each step the metrics go into a `MetricWindow`, a full window is logged by `_log_window` (tqdm,
+  trackers, metrics.jsonl) and judged by `CollapseWatch` (the collapse verdict, `hrssm.diagnostics`); image grids
+  (images/ and the trackers), atomic checkpoints (`Checkpointer.save`, written by
+  `hrssm.checkpoint.save_checkpoint`), a clean stop on SIGINT/SIGTERM;
+- export: `hrssm.export.export` of the unwrapped model; with `hub.push`, `hrssm.hub.push_export`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import time
@@ -25,6 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -34,43 +37,72 @@ from .checkpoint import Checkpointer
 from .config import ModelConfig
 from .data import ViewCollator, load_waterbirds, preprocess, views_from_base
 from .diagnostics import CollapseReport, diagnose_collapse
-from .export import export
+from .errors import ConfigError, HrssmError
+from .export import export, load_weights_into
+from .hub import push_export
 from .optim import make_optimizer
+from .run_folder import RunFolderError, RunLock, claim_run_folder, truncate_log
+from .tracking import available_trackers, log_images, run_name_kwargs
 from .train_config import CollapseConfig, TrainConfig
 from .viz import image_grid
 from .world_model import WorldModel, WorldModelOutput
 
-logger = logging.getLogger("hrssm")
+
+class CollapseError(HrssmError, RuntimeError):
+    """Raised with --stop-on-collapse when the diagnostics say the model collapsed (a checkpoint was saved)."""
+
+    exit_code, prefix = 3, "stopped"
 
 
-class CollapseError(RuntimeError):
-    """Raised with --stop-on-collapse when the diagnostics say the model collapsed."""
+class NonFiniteLossError(HrssmError, RuntimeError):
+    """Raised after `collapse.max_nonfinite` consecutive NaN/inf steps (a checkpoint was saved)."""
+
+    exit_code, prefix = 4, "stopped"
 
 
-class NonFiniteLossError(RuntimeError):
-    """Raised after `collapse.max_nonfinite` consecutive NaN/inf steps."""
+class PushError(HrssmError, RuntimeError):
+    """Training finished and exported, but the push to the Hugging Face Hub (`hub.push`) failed: exit code 1."""
+
+    exit_code = 1
 
 
-class TrainingInterrupted(RuntimeError):
-    """SIGINT/SIGTERM arrived; a checkpoint was saved first."""
+class TrainingInterrupted(HrssmError, RuntimeError):
+    """SIGINT/SIGTERM arrived; a checkpoint was saved first. Exit code 128 + the signal (130, 143)."""
+
+    prefix = "interrupted"
 
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.signum = signum
+        self.exit_code = 128 + int(signum)
 
 
 class TrainState:
-    """What the loop needs besides model/optimizer/scheduler/RNG to resume exactly (saved with save_state)."""
+    """What the loop needs, besides model and optimizer (Accelerate's save_state), to resume exactly: the step, the
+    count of skipped steps in a row, the LR schedule, the open metric window and whether collapse was announced.
+    `hrssm.checkpoint` saves `state_dict` as JSON and `tensors` (the window's sums, per process) as safetensors."""
 
-    def __init__(self) -> None:
+    def __init__(self, scheduler, window: MetricWindow, collapse: CollapseWatch) -> None:
+        self.scheduler, self.window, self.collapse = scheduler, window, collapse
         self.step = 0
         self.nonfinite = 0
 
-    def state_dict(self) -> dict[str, int]:
-        return {"step": self.step, "nonfinite": self.nonfinite}
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "nonfinite": self.nonfinite, "scheduler": self.scheduler.state_dict(),
+                "window": {"steps": self.window.steps, "last": self.window.last},
+                "collapse_announced": self.collapse.announced}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"window.{key}": value for key, value in self.window.sums.items()}
+
+    def load_state_dict(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         self.step, self.nonfinite = int(state["step"]), int(state["nonfinite"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.window.steps, self.window.last = int(state["window"]["steps"]), dict(state["window"]["last"])
+        device = self.window.device
+        self.window.sums = {k.removeprefix("window."): v.to(device) for k, v in tensors.items()
+                            if k.startswith("window.")}
+        self.collapse.announced = bool(state["collapse_announced"])
 
 
 @dataclass
@@ -86,28 +118,46 @@ class TrainResult:
     process_index: int = 0
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+def train(cfg: TrainConfig, resume: bool | str | os.PathLike = False, overwrite: bool = False) -> TrainResult:
     """Train a world model as `cfg` says: setup -> loop -> export. Returns when done, or raises CollapseError /
-    NonFiniteLossError / TrainingInterrupted (after saving a checkpoint)."""
-    start, out = time.perf_counter(), Path(cfg.output_dir)
-    # -- setup ------------------------------------------------------------------------------------------------------
+    NonFiniteLossError / TrainingInterrupted (after saving a checkpoint), or PushError (after the export).
+
+    `resume` (True or "latest") continues from the newest good checkpoint in `cfg.output_dir`; a path continues from
+    that checkpoint (a `checkpoints/step_N` folder, or a run folder: its newest good one), also another run's;
+    `overwrite` deletes the run there first. Without either the folder must be empty
+    (`hrssm.run_folder.RunFolderError` otherwise). The run holds the folder's lock until it returns."""
+    start = time.perf_counter()
     accelerator = _make_accelerator(cfg)
+    lock = _claim_run_folder(accelerator, Path(cfg.output_dir), bool(resume), overwrite)
+    try:
+        return _train(accelerator, cfg, resume, start)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(accelerator, cfg: TrainConfig, resume: bool | str | os.PathLike, start: float) -> TrainResult:
+    out = Path(cfg.output_dir)
+    # -- setup ------------------------------------------------------------------------------------------------------
     model_cfg = cfg.model_config()
     collate, loader, mean_image = _make_data(cfg, model_cfg, accelerator)
     model = WorldModel(model_cfg)
+    if cfg.init_from is not None:
+        load_weights_into(model, cfg.init_from)
+        accelerator.print(f"warm start from {cfg.init_from}")
     optimizer, scheduler = make_optimizer(model, cfg.optim)
     # The scheduler is not prepared: Accelerate would step it once per process; it steps once per optimizer step.
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    state = TrainState()
-    accelerator.register_for_checkpointing(state, scheduler)
-    checkpointer = Checkpointer(accelerator, out / "checkpoints", state, cfg.checkpoint.keep)
+    window, collapse = MetricWindow(accelerator.device), CollapseWatch(cfg.collapse, accelerator.print)
+    state = TrainState(scheduler, window, collapse)  # (nothing is registered for Accelerate to pickle)
+    checkpointer = Checkpointer(accelerator, out / "checkpoints", cfg.checkpoint.keep, state,
+                                identity={"model": model_cfg.to_dict(), "num_processes": accelerator.num_processes})
     if resume:
-        checkpointer.resume()
-    _start_run_folder(accelerator, cfg, out)
+        checkpointer.resume(None if resume in (True, "latest") else resume)
+    _start_run_folder(accelerator, cfg, out, state.step)
     unwrapped: WorldModel = accelerator.unwrap_model(model)
     steps = _optimizer_steps(accelerator, model, _step_forward(model, cfg), optimizer, scheduler, loader, collate,
                              mean_image, state, cfg)
-    window, collapse = MetricWindow(), CollapseWatch(cfg.collapse, accelerator.print)
     bar = _progress_bar(accelerator, cfg, state.step)
     # -- loop -------------------------------------------------------------------------------------------------------
     try:
@@ -116,7 +166,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 state.step += 1
                 bar.update(1)
                 if grad_norm is None:
-                    _count_nonfinite(accelerator, state, cfg.collapse.max_nonfinite, window.last)
+                    if _count_nonfinite(accelerator, state, cfg.collapse.max_nonfinite):
+                        checkpointer.save()
+                        raise NonFiniteLossError(_nonfinite_message(state, window.last))
                 else:
                     state.nonfinite = 0
                     unwrapped.update_ema()
@@ -125,9 +177,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                     _log_window(accelerator, window.reduce(accelerator), state.step, out, bar)
                     if collapse.check(window.last, state.step).collapsed and cfg.collapse.stop:
                         checkpointer.save()
-                        raise CollapseError(collapse.report.message)
+                        raise CollapseError(f"training collapsed at step {state.step} "
+                                            f"({', '.join(collapse.report.signals)}; --stop-on-collapse): the "
+                                            "message above says what to change; checkpoint saved")
                 if state.step % cfg.log.images_every == 0 and accelerator.is_main_process:
-                    _save_images(unwrapped, batch, result, out / "images" / f"step_{state.step:07d}.png")
+                    grid = _image_grid(unwrapped, batch, result)
+                    if grid is not None:
+                        grid.save(out / "images" / f"step_{state.step:07d}.png")
+                        log_images(accelerator.trackers, {"train/views_reconstructions_imagination": grid},
+                                   state.step)
                 if state.step % cfg.checkpoint.every == 0 or state.step >= cfg.optim.max_steps:
                     checkpointer.save()
                 if _stop_requested(accelerator, stop_signal):
@@ -144,6 +202,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             export_dir = export(unwrapped, out / "export", metrics=window.last, data=cfg.data.source, steps=state.step)
             accelerator.print(f"done: {state.step} steps in {time.perf_counter() - start:.0f} s on "
                               f"{accelerator.num_processes} process(es); export in {export_dir}")
+            if cfg.hub.push:
+                _push(export_dir, cfg, accelerator.print)
         return TrainResult(state.step, window.last, out, export_dir, collapse.report, time.perf_counter() - start,
                            unwrapped, accelerator.num_processes, accelerator.process_index)
     finally:
@@ -167,7 +227,7 @@ def _make_accelerator(cfg: TrainConfig):
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.optim.grad_accum,
         mixed_precision=mixed,
-        log_with=_available_trackers(cfg.log.trackers) or None,
+        log_with=available_trackers(cfg.log.trackers) or None,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
@@ -175,43 +235,29 @@ def _make_accelerator(cfg: TrainConfig):
     return accelerator
 
 
-def _available_trackers(names: list[str]) -> list[str]:
-    from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
-
-    checks = {"tensorboard": is_tensorboard_available, "mlflow": is_mlflow_available, "wandb": is_wandb_available}
-    out = []
-    for name in names:
-        if name == "none":
-            continue
-        if checks[name]():
-            out.append(name)
-        else:
-            logger.warning("tracker %s is not installed; metrics still go to metrics.jsonl", name)
-    return out
-
-
 def _make_data(cfg: TrainConfig, model_cfg: ModelConfig, accelerator
                ) -> tuple[ViewCollator, DataLoader, torch.Tensor]:
     """The training split as view sequences: collator, loader (not prepared yet) and the dataset's mean image (C, H,
     W) on the device (the PSNR floor of the collapse diagnostics)."""
     with accelerator.main_process_first():  # the main process converts / resizes / caches first
-        ds = load_waterbirds(cfg.data.source, cfg.data.split, image_size=model_cfg.image_size,
-                             crop_fraction=cfg.data.crop_fraction, cache_dir=cfg.data.cache_dir)
+        ds = load_waterbirds(cfg.data.source, cfg.data.split, cache_dir=cfg.data.cache_dir,
+                             revision=cfg.data.revision, num_proc=cfg.data.num_proc, **model_cfg.preprocessing())
         if cfg.views.mode == "edit" and "counterfactual" not in ds.column_names:
             from .data.counterfactual import add_counterfactuals
 
             ds = add_counterfactuals(ds, cfg.data.split, cfg.data.synthetic_seed)
     if len(ds) < cfg.optim.batch_size * accelerator.num_processes:
-        raise ValueError(f"the {cfg.data.split} split has {len(ds)} images, fewer than one step's batch "
-                         f"({cfg.optim.batch_size} x {accelerator.num_processes} processes): lower optim.batch_size")
+        raise ConfigError(f"the {cfg.data.split} split has {len(ds)} images, fewer than one step's batch "
+                          f"({cfg.optim.batch_size} x {accelerator.num_processes} processes): lower optim.batch_size")
     on_device = cfg.data.views_on == "accelerator" or (cfg.data.views_on == "auto" and accelerator.device.type != "cpu")
-    collate = ViewCollator(model_cfg.image_size, cfg.views, seed=cfg.seed, crop_fraction=cfg.data.crop_fraction,
-                           base_only=on_device)
+    pre = model_cfg.preprocess
+    collate = ViewCollator(model_cfg.image_size, cfg.views, seed=cfg.seed, crop_fraction=pre.crop_fraction,
+                           interpolation=pre.interpolation, base_only=on_device)
     loader = DataLoader(ds, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True, collate_fn=collate,
                         num_workers=loader_workers(cfg.data.num_workers, accelerator.device),
                         pin_memory=accelerator.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
-    mean_image = preprocess([ds[i]["image"] for i in range(min(len(ds), 512))], model_cfg.image_size,
-                            cfg.data.crop_fraction).mean(dim=0).to(accelerator.device)
+    mean_image = preprocess([ds[i]["image"] for i in range(min(len(ds), 512))],
+                            **model_cfg.preprocessing()).mean(dim=0).to(accelerator.device)
     return collate, loader, mean_image
 
 
@@ -233,13 +279,35 @@ def _step_forward(model, cfg: TrainConfig) -> Callable[..., WorldModelOutput]:
     return torch.compile(model) if cfg.optim.compile else model
 
 
-def _start_run_folder(accelerator, cfg: TrainConfig, out: Path) -> None:
-    """The run folder with its resolved config.yaml and images/, and the trackers."""
+def _claim_run_folder(accelerator, out: Path, resume: bool, overwrite: bool) -> RunLock | None:
+    """The main process takes the run folder (`claim_run_folder`: lock, empty or resumed or overwritten); every
+    process raises the same error if it is refused. The lock (main process), or None."""
+    lock, failure, message = None, None, None
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = claim_run_folder(out, resume, overwrite)
+        except (HrssmError, OSError) as err:
+            failure, message = err, str(err)
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        message = broadcast_object_list([message])[0]
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise RunFolderError(message)
+    return lock
+
+
+def _start_run_folder(accelerator, cfg: TrainConfig, out: Path, step: int) -> None:
+    """The run folder with its resolved config.yaml, images/ and metrics.jsonl (cut back to `step`, the step a
+    resumed run continues from), and the trackers."""
+    if accelerator.is_main_process:
         (out / "images").mkdir(exist_ok=True)
         cfg.save(out / "config.yaml")
-    accelerator.init_trackers("hrssm", config=_flat(cfg.to_dict()))
+        truncate_log(out, step)
+    accelerator.init_trackers(cfg.log.project, config=_flat(cfg.to_dict()),
+                              init_kwargs=run_name_kwargs(cfg.log.run_name, out))
 
 
 def _progress_bar(accelerator, cfg: TrainConfig, initial: int):
@@ -273,8 +341,8 @@ def _optimizer_steps(accelerator, model, forward, optimizer, scheduler, loader, 
     counts `state.step` and stops. `forward` computes the losses (`_step_forward`)."""
     batches_per_epoch = len(loader) // cfg.optim.grad_accum
     if batches_per_epoch == 0:
-        raise ValueError(f"one epoch has {len(loader)} batches per process, fewer than optim.grad_accum="
-                         f"{cfg.optim.grad_accum}: lower optim.grad_accum or optim.batch_size")
+        raise ConfigError(f"one epoch has {len(loader)} batches per process, fewer than optim.grad_accum="
+                          f"{cfg.optim.grad_accum}: lower optim.grad_accum or optim.batch_size")
     while state.step < cfg.optim.max_steps:
         epoch, done = divmod(state.step, batches_per_epoch)
         loader.set_epoch(epoch)
@@ -306,21 +374,24 @@ def _step_inputs(batch: dict, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Ten
     return batch["views"], batch["actions"]
 
 
-def _count_nonfinite(accelerator, state: TrainState, limit: int, last: dict[str, float]) -> None:
-    """A skipped non-finite step: say so, and stop the run after `limit` in a row."""
+def _count_nonfinite(accelerator, state: TrainState, limit: int) -> bool:
+    """A skipped non-finite step: say so; True once `limit` came in a row (the run stops)."""
     state.nonfinite += 1
     accelerator.print(f"step {state.step}: non-finite loss or gradient, step skipped ({state.nonfinite} in a row)")
-    if state.nonfinite >= limit:
-        raise NonFiniteLossError(
-            f"{state.nonfinite} consecutive steps had a NaN/inf loss or gradient (last at step {state.step}). "
+    return state.nonfinite >= limit
+
+
+def _nonfinite_message(state: TrainState, last: dict[str, float]) -> str:
+    return (f"{state.nonfinite} consecutive steps had a NaN/inf loss or gradient (last at step {state.step}). "
             f"Last finite metrics: {_short(last)}. Try a lower optim.lr, optim.mixed_precision=no, or check the data "
-            "for broken images.")
+            "for broken images; checkpoint saved")
 
 
 class MetricWindow:
-    """The metrics of the finite steps since the last log, summed on the device (no host sync per step)."""
+    """The metrics of the finite steps since the last log, summed on `device` (no host sync per step)."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = device
         self.sums: dict[str, torch.Tensor] = {}
         self.steps = 0
         self.last: dict[str, float] = {}  # the last reduced window
@@ -388,11 +459,23 @@ def _short(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics) or "none logged yet"
 
 
+def _push(export_dir: Path, cfg: TrainConfig, say: Callable[[str], None]) -> None:
+    """`hub.push`: the export to `hub.model_id`; a failure leaves the export where it is and says how to retry."""
+    try:
+        url = push_export(export_dir, cfg.hub.model_id, private=cfg.hub.private)
+    except Exception as err:  # offline, no token, no permission, network
+        raise PushError(f"training finished and the export is in {export_dir}, but the push to {cfg.hub.model_id} "
+                        f"failed ({type(err).__name__}: {err}). Check the network and the token ($HF_TOKEN or "
+                        f"`hf auth login`), then: hrssm-push {export_dir} --repo-id {cfg.hub.model_id}") from err
+    say(f"pushed the export to {cfg.hub.model_id} ({'private' if cfg.hub.private else 'public'}): {url}")
+
+
 @torch.no_grad()
-def _save_images(model: WorldModel, batch: dict, result: WorldModelOutput, path: Path, rows: int = 4) -> None:
-    """Per sample three rows: input views | reconstructions | prior imagination from the first posterior state."""
+def _image_grid(model: WorldModel, batch: dict, result: WorldModelOutput, rows: int = 4):
+    """Per sample three rows: input views | reconstructions | prior imagination from the first posterior state (a
+    PIL image; None without a pixel decoder)."""
     if result.recon is None:
-        return
+        return None
     views, actions = batch["views"][:rows], batch["actions"][:rows]
     with eval_mode(model):
         traj = model.observe(views, actions)
@@ -402,7 +485,7 @@ def _save_images(model: WorldModel, batch: dict, result: WorldModelOutput, path:
             dream = model.imagine(traj.state(0), actions[:, : steps - 1])
             imagined.append(model.decode(dream.h, dream.z, dream.s))
     grid = torch.stack([views, result.recon[:rows].detach(), torch.cat(imagined, dim=1)], dim=1).flatten(0, 1)
-    image_grid(grid.float().cpu().clamp(-0.5, 0.5)).save(path)
+    return image_grid(grid.float().cpu().clamp(-0.5, 0.5))
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -13,7 +13,6 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from vit_decoder import ViTDecoder
@@ -23,6 +22,7 @@ from .config import ModelConfig, decoder_config
 from .diagnostics import active_units, image_metrics
 from .distributions import categorical_kl, gaussian_kl
 from .encoder import EncodesImages, ViTEncoder, tokens_to_cells
+from .export import HubMixin
 from .rssm import HierarchicalRSSM, State, Trajectory, mlp
 
 LossTerm = tuple[torch.Tensor, dict[str, torch.Tensor]]  # (weighted 0-dim loss, its metrics)
@@ -43,9 +43,9 @@ def build_encoder_and_rssm(cfg: ModelConfig) -> tuple[ViTEncoder, HierarchicalRS
             HierarchicalRSSM(cfg.rssm, width, cfg.action_dim, k * k * width, cfg.attention))
 
 
-class WorldModel(nn.Module, EncodesImages, PyTorchModelHubMixin, library_name="hrssm",
-                 tags=["world-model", "rssm", "representation-learning", "waterbirds"]):
-    """The full world model. `save_pretrained` / `from_pretrained` / `push_to_hub` come from huggingface_hub.
+class WorldModel(nn.Module, EncodesImages, HubMixin):
+    """The full world model. `save_pretrained` / `from_pretrained` / `push_to_hub` come from huggingface_hub's
+    mixin and write / read the hrssm export (`hrssm.export.HubMixin`).
 
     Modules that the configured objectives do not use are None (never absent).
     (No `from __future__ import annotations` in this module: the hub mixin reads the `config` annotation to

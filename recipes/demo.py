@@ -1,28 +1,34 @@
 #!/usr/bin/env python
 """The main job, end to end on the embedded synthetic data (no network, ~5 minutes on a 2-core CPU):
 
-    python recipes/demo.py [--section.key value ...]      # overrides go to recipes/configs/demo.yaml
+    python recipes/demo.py [--section.key VALUE ...]      # overrides go to recipes/configs/demo.yaml (--help)
 
 1. makes the synthetic Waterbirds twin at 64x64 (once) in data/synthetic_waterbirds_64
-2. trains recipes/configs/demo.yaml with Accelerate (resumes / reuses runs/demo if it is there)
+2. trains recipes/configs/demo.yaml with Accelerate (resumes / reuses runs/demo if it is there; --fresh deletes it
+   and starts over)
 3. loads the export (runs/demo/export) the way a user would, with WorldModel.from_pretrained
 4. evaluates it (hrssm.report.evaluate_model, as recipes/eval_probe.py): reconstructions of held-out test images
    against the mean-image floor; probes on the latents (bird by DFR as published, by DFR on half of validation,
    fit on train, by kNN; background), beside the same probes on a random-init model of the same config and on raw
    pixels (the floors)
 5. prints the tables (worst-group / average / adjusted accuracy, mean ± std over probe seeds); runs/demo/report.md
-   has them with the pictures (reconstructions, per-group accuracy bars, t-SNE of test latents)
+   has them with the pictures (reconstructions, per-group accuracy bars, t-SNE of test latents); the export's
+   model card gets the results (eval_results) and the pictures, and TensorBoard (runs/demo/logs) the pictures
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
+from hrssm.cli import cli_main
+from hrssm.commands.config_args import config_parser, print_config
 from hrssm.data import synthetic
+from hrssm.model_card import add_evaluation
 from hrssm.report import evaluate_model
+from hrssm.tracking import log_pictures_to_run
 from hrssm.train_config import TrainConfig
 from hrssm.trainer import train
 from hrssm.world_model import WorldModel
@@ -30,13 +36,17 @@ from hrssm.world_model import WorldModel
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(ROOT / "recipes" / "configs" / "demo.yaml"))
-    p.add_argument("--fresh", action="store_true", help="train from scratch even if the run folder has checkpoints")
+    p = config_parser(__doc__, argv)
+    p.set_defaults(config=str(ROOT / "recipes" / "configs" / "demo.yaml"))
+    p.add_argument("--fresh", action="store_true", help="delete the run in the run folder and train from scratch")
     args, overrides = p.parse_known_args(argv)
     start = time.perf_counter()
     cfg = TrainConfig.load(args.config, overrides)
+    if args.print_config:
+        print_config(cfg)
+        return 0
     out = Path(cfg.output_dir)
     size = cfg.model_config().image_size
 
@@ -48,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[1/5] using {data}", flush=True)
 
     print(f"[2/5] training {args.config} -> {out} ({cfg.optim.max_steps} steps)", flush=True)
-    result = train(cfg, resume=not args.fresh)
+    result = train(cfg, resume=not args.fresh, overwrite=args.fresh)
 
     print(f"[3/5] loading the export {result.export_dir}", flush=True)
     model = WorldModel.from_pretrained(result.export_dir)
@@ -64,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     ev = evaluate_model(model, data, out, report_intro=intro,
                         extra_json={"train_steps": result.step, "train_metrics": result.metrics},
                         progress=lambda msg: print(f"      {msg}", flush=True))
+
+    add_evaluation(result.export_dir, json.loads((out / "eval.json").read_text()), out, data=str(data))
+    log_pictures_to_run(out, {f"eval/{Path(f).stem}": out / f for f in ev.pictures.values()}, result.step)
 
     print("[5/5] results\n\n" + ev.table + "\n")
     print(f"report: {out / 'report.md'}   pictures: {', '.join(ev.pictures.values())} in {out}/")

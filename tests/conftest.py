@@ -45,6 +45,20 @@ def tiny_run(data, out, *extra: str) -> list[str]:
             *extra]
 
 
+def hub_cache(cache_dir, repo_id: str, revisions: dict[str, Path]) -> Path:
+    """A Hugging Face Hub cache (the layout `snapshot_download` reads offline) holding `repo_id` with one snapshot
+    per revision name (folder copied as it is): a local folder standing in for the hub."""
+    import shutil
+
+    repo = Path(cache_dir) / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    for revision, folder in revisions.items():
+        commit = hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest()
+        shutil.copytree(folder, repo / "snapshots" / commit, dirs_exist_ok=True)
+        (repo / "refs" / revision).write_text(commit)
+    return Path(cache_dir)
+
+
 def digest(model) -> str:
     """A hash of every tensor of a module's state_dict (or of a state_dict), to compare weights exactly."""
     state = model.state_dict() if hasattr(model, "state_dict") else model

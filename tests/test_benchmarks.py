@@ -17,11 +17,15 @@ def _run(script, *args):
 def test_bench_train_step_runs(tmp_path):
     out = tmp_path / "step.json"
     _run("bench_train_step.py", "--preset", "tiny", "--sizes", "32", "--batch", "2", "--views", "2", "--steps", "1",
-         "--warmup", "0", "--variants", "fp32", "bf16", "--out", str(out))
-    fp32, bf16 = json.loads(out.read_text())["rows"]
-    for key in ("views_per_s", "peak_mb", "gflop_per_view", "utilization", "hrssm_over_plain"):
+         "--warmup", "0", "--variants", "fp32", "bf16", "--out", str(out), "--model.rssm.local_grid", "2",
+         "--baseline", "--model.encoder.depth", "1")
+    data = json.loads(out.read_text())
+    fp32, bf16 = data["rows"]
+    for key in ("views_per_s", "peak_mb", "gflop_per_view", "utilization", "hrssm_over_plain", "over_baseline"):
         assert fp32[key] > 0
     assert bf16["variant"] == "bf16" and bf16["speedup"] > 0  # measured against fp32 in the same run
+    assert data["meta"]["overrides"] == {"rssm": {"local_grid": 2}}
+    assert data["meta"]["baseline_overrides"] == {"encoder": {"depth": 1}}
 
 
 def test_bench_scaling_runs(tmp_path):

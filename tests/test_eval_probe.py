@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from huggingface_hub import ModelCard
 from recipes_loader import load_recipe
 
 from hrssm import ModelConfig, WorldModel, export
@@ -43,6 +44,19 @@ def test_eval_probe_writes_the_floors_table_json_pictures_and_report(export_dir,
     for picture in result["pictures"].values():
         assert f"]({picture})" in report and (out / picture).stat().st_size > 1000
     assert {"latents_tsne.png", "group_accuracy.png", "test_reconstructions.png"} <= set(result["pictures"].values())
+    # the export's card now carries the results, the floors beside them, and the pictures
+    card = ModelCard.load(export_dir / "README.md")
+    assert card.data.license == "apache-2.0" and card.data.pipeline_tag == "image-feature-extraction"
+    values = {(r.metric_type, r.metric_name): r.metric_value for r in card.data.eval_results}
+    assert len(values) == 2 * len(PROBES) * len(result["features"])
+    for features, probes in result["features"].items():
+        floor = "" if features == "trained" else f" (floor: {features})"
+        for name, probe in probes.items():
+            assert values[("worst_group_accuracy", f"worst-group accuracy, {name}{floor}")] == round(probe["acc_wg"], 4)
+            assert values[("adjusted_average_accuracy", f"adjusted average accuracy, {name}{floor}")] == \
+                round(probe["adj_acc_avg"], 4)
+    for picture in result["pictures"].values():
+        assert f"](evaluation/{picture})" in card.text and (export_dir / "evaluation" / picture).is_file()
 
 
 def test_eval_probe_without_pictures_and_without_a_decoder(tmp_path, synthetic_disk, capsys):

@@ -13,8 +13,8 @@ from recipes_loader import load_tool
 import hrssm
 from hrssm.data import load_waterbirds, preprocess
 from hrssm.diagnostics import image_metrics
-from hrssm.export import ExportError
-from hrssm.latents import config_hash, dataset_latents, decode_latents, load_latents, save_latents
+from hrssm.export import FORMAT_VERSION, ExportError
+from hrssm.latents import config_hash, dataset_latents, decode_latents, load_latents, model_hashes, save_latents
 from hrssm.train_config import TrainConfig
 from hrssm.trainer import train
 from hrssm.world_model import WorldModel
@@ -38,7 +38,7 @@ def test_export_folder_and_bit_identical_features(trained, synthetic_disk):
     res, export = trained
     assert sorted(p.name for p in export.iterdir()) == ["README.md", "config.json", "encoder.safetensors",
                                                         "model.safetensors"]
-    assert json.loads((export / "config.json").read_text())["hrssm_format"] == 1
+    assert json.loads((export / "config.json").read_text())["hrssm_format"] == FORMAT_VERSION
     assert "recon_std_ratio" in (export / "README.md").read_text()
     enc = hrssm.load(export)
     x = preprocess(_images(synthetic_disk), 32)
@@ -93,7 +93,7 @@ def test_decoded_npz_of_a_trained_model_matches_training_reconstructions(trained
     res, export = trained
     ds = load_waterbirds(synthetic_disk, "train")
     arrays = dataset_latents(hrssm.load(export), ds, progress=False)
-    save_latents(tmp_path / "train.npz", arrays, {"config_hash": config_hash(res.model.cfg)})
+    save_latents(tmp_path / "train.npz", arrays, model_hashes(res.model))
     decoded = decode_latents(hrssm.load_world_model(export), *load_latents(tmp_path / "train.npz"))
     ratio = float(image_metrics(decoded, preprocess(ds["image"], 32))["recon_std_ratio"])
     trained_ratio = res.metrics["recon_std_ratio"]
@@ -175,3 +175,30 @@ def test_push_checks_the_export_then_reaches_the_hub(trained, tmp_path, monkeypa
     assert push.main([str(trained[1].parent), "--repo-id", "me/x", "--token", "hf_fake"]) == 1
     assert calls and calls[0]["private"] is True
     assert "could not push" in capsys.readouterr().err
+
+
+def test_the_preprocessing_recorded_at_training_is_what_encode_applies(synthetic_disk, tmp_path):
+    """A 0.875-crop model trained on larger, non-square images encodes a raw image exactly as training saw it."""
+    from accelerate import Accelerator
+
+    from hrssm import trainer as trainer_mod
+
+    big = tmp_path / "big"  # the fixture's images at 44x38: resized to 37 (32 / 0.875) and center-cropped to 32
+    load_waterbirds(synthetic_disk, None).map(
+        lambda b: {"image": [im.resize((44, 38), Image.Resampling.BICUBIC) for im in b["image"]]}, batched=True
+    ).save_to_disk(str(big))
+    cfg = TrainConfig.load(None, tiny_run(big, tmp_path / "run", "--model.preprocess.crop_fraction", "0.875",
+                                          "--model.preprocess.interpolation", "bicubic", "--optim.max_steps", "2",
+                                          "--views.mode", "repeat"))
+    train(cfg)
+    enc = hrssm.load(tmp_path / "run" / "export")
+    recorded = json.loads((tmp_path / "run" / "export" / "config.json").read_text())["preprocess"]
+    assert recorded == {"crop_fraction": 0.875, "interpolation": "bicubic", "pixel_range": [-0.5, 0.5]}
+    assert enc.cfg.preprocessing() == {"image_size": 32, "crop_fraction": 0.875, "interpolation": "bicubic"}
+    collate, loader, _ = trainer_mod._make_data(cfg, cfg.model_config(), Accelerator(cpu=True))
+    seen_in_training = collate([loader.dataset[i] for i in range(6)])["views"][:, 0]  # repeat mode: the image itself
+    raw = load_waterbirds(big, "train")[:6]["image"]
+    assert raw[0].size == (44, 38)
+    assert torch.equal(preprocess(raw, **enc.cfg.preprocessing()), seen_in_training)
+    assert torch.equal(enc.encode(raw), enc.encode(seen_in_training))
+    assert not torch.equal(enc.encode(raw), enc.encode(preprocess(raw, 32)))  # the crop and filter change features

@@ -45,6 +45,19 @@ def test_every_source_gives_one_schema_and_the_same_counts(synthetic_disk, synth
     assert len(set(all_hub_ids)) == len(all_hub_ids)  # ids made up for a source without them stay unique
 
 
+def test_hub_copies_use_the_datasets_cache_unless_told_and_take_revision_and_num_proc(synthetic_columns, tmp_path,
+                                                                                      monkeypatch):
+    import datasets
+
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda repo, **kw: calls.append(kw) or _hub_like(synthetic_columns))
+    load_waterbirds("someone/waterbirds", "test")  # HF_HOME / HF_DATASETS_CACHE decide where it goes
+    load_waterbirds("someone/waterbirds", "test", cache_dir=tmp_path, revision="abc123", num_proc=2)
+    assert calls == [{}, {"cache_dir": str(tmp_path), "revision": "abc123", "num_proc": 2}]
+    with pytest.raises(ValueError, match="num_proc=0 must be a positive integer"):
+        load_waterbirds("someone/waterbirds", "test", num_proc=0)
+
+
 def test_split_none_and_aliases(synthetic_disk):
     dd = load_waterbirds(synthetic_disk, None)
     assert list(dd) == list(SPLITS)

@@ -43,6 +43,8 @@ def test_output_shapes(preset, size, steps):
     {"loss": {"contrastive": "simclr", "recon_type": "normalized_patch"}},
     {"loss": {"objective": "latent_prediction"}},
     {"rssm": {"local_grid": 0}},
+    {"encoder": {"stem": "patch"}},
+    {"encoder": {"stem": "conv"}},
 ])
 def test_every_parameter_gets_a_finite_gradient(over):
     model = WorldModel(_tiny(**over))
@@ -52,8 +54,9 @@ def test_every_parameter_gets_a_finite_gradient(over):
     assert not missing, f"no gradient reached {missing}"
     bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
     assert not bad
-    for name in ("rssm.gru.weight_hh", "rssm.transition_in.0.weight", "encoder.patch_embed.weight"):
+    for name in ("rssm.gru.weight_hh", "rssm.transition_in.0.weight"):
         assert model.get_parameter(name).grad.abs().sum() > 0, name
+    assert next(model.encoder.patch_embed.parameters()).grad.abs().sum() > 0  # the stem's first layer
 
 
 def test_single_step_warns_and_the_transition_gets_no_gradient():
@@ -154,10 +157,33 @@ def test_bad_inputs_are_refused_with_the_fix():
     ({"rssm": {"deter": 0}}, r"rssm.deter=0 must be a positive integer"),
     ({"rssm": {"gru": 3}}, r"unknown key model.rssm.gru; valid keys of model.rssm: classes, deter"),
     ({"decoder_width": 3}, r"unknown key model.decoder_width"),
+    ({"encoder": {"stem": "conv", "patch_size": 4}, "image_size": 48, "rssm": {"local_grid": 2}},
+     None),  # a power of two: fine
+    ({"encoder": {"stem": "conv", "patch_size": 6}, "image_size": 48, "rssm": {"local_grid": 2}},
+     r"encoder.stem='conv' needs a power-of-two model.encoder.patch_size"),
+    ({"encoder": {"stem": "resnet"}}, r"encoder.stem='resnet' must be one of"),
 ])
 def test_config_errors_name_the_key(over, match):
+    if match is None:
+        ModelConfig.preset("tiny", **over)
+        return
     with pytest.raises(ValueError, match=match):
         ModelConfig.preset("tiny", **over)
+
+
+@pytest.mark.parametrize("patch, size", [(4, 32), (8, 64), (16, 64)])
+def test_conv_stem_makes_one_token_per_patch_and_keeps_images_independent(patch, size):
+    from hrssm.encoder import ViTEncoder
+
+    cfg = ModelConfig.preset("tiny", image_size=size, encoder={"stem": "conv", "patch_size": patch},
+                             rssm={"local_grid": 2})
+    encoder = ViTEncoder(size, cfg.encoder).eval()
+    x = torch.rand(3, 3, size, size) - 0.5
+    cls, tokens = encoder(x)
+    assert cls.shape == (3, cfg.encoder.width) and tokens.shape == (3, (size // patch) ** 2, cfg.encoder.width)
+    convs = [m for m in encoder.patch_embed if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == patch.bit_length() - 1 and convs[-1].out_channels == cfg.encoder.width
+    torch.testing.assert_close(encoder(x[:1])[1], tokens[:1])  # GroupNorm: no batch statistics
 
 
 def test_config_round_trip_and_overrides():

@@ -45,3 +45,15 @@ def test_readme_layout_matches_the_tree():
     folders = {p.name + "/" for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists() or p.name in (
         "recipes", "tools", "benchmarks", "docs", "tests")}
     assert folders <= set(layout), folders - set(layout)
+
+
+def test_the_package_declares_what_it_imports_and_its_license():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[<>=!~\[; ]", dep)[0].lower() for dep in project["dependencies"]}
+    assert {"tensorboard", "pandas", "scipy"} <= names  # the default tracker; metadata.csv; TCAV's t-test
+    assert project["license"]["text"] == "Apache-2.0"
+    assert "Apache License" in (ROOT / "LICENSE").read_text() and "Version 2.0" in (ROOT / "LICENSE").read_text()
+    gpu = project["optional-dependencies"]["gpu"]
+    assert any(d.startswith("xformers>=") for d in gpu) and any(d.startswith("torch>=") for d in gpu)

@@ -24,9 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hrssm.cli import cli_main
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="runs/demo/export", help="the demo model's export")
@@ -45,11 +48,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         demo = hrssm.load_world_model(args.model).eval()
-        splits = {s: load_waterbirds(args.data, s, image_size=demo.cfg.image_size) for s in SPLITS}
+        splits = {s: load_waterbirds(args.data, s, **demo.cfg.preprocessing()) for s in SPLITS}
     except (hrssm.ExportError, WaterbirdsDataError, FileNotFoundError) as err:
-        print(f"error: {err}\n(the concepts example needs the main job's model: run `python recipes/demo.py`)",
-              file=sys.stderr)
-        return 2
+        raise hrssm.HrssmError(f"{err} (the concepts example needs the main job's model: run "
+                               "`python recipes/demo.py`)") from err
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"[1/5] training (or reusing) the edit-action model in {args.edit_run}", flush=True)

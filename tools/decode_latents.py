@@ -10,10 +10,12 @@ import argparse
 import sys
 
 import hrssm
+from hrssm.cli import cli_main
 from hrssm.latents import decode_latents, load_latents
 from hrssm.viz import image_grid
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("latents", help=".npz written by tools/export_latents.py")
@@ -22,13 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=64, help="how many latents to decode")
     p.add_argument("--per-row", type=int, default=8)
     args = p.parse_args(argv)
-    try:
-        arrays, meta = load_latents(args.latents)
-        model = hrssm.load_world_model(args.model)
-        images = decode_latents(model, arrays, meta, n=args.n).clamp(-0.5, 0.5)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    arrays, meta = load_latents(args.latents)
+    model = hrssm.load_world_model(args.model)
+    images = decode_latents(model, arrays, meta, n=args.n).clamp(-0.5, 0.5)
     rows = -(-len(images) // args.per_row)
     grid = images.new_zeros(rows * args.per_row, *images.shape[1:])  # black tiles fill the last row
     grid[: len(images)] = images

@@ -14,11 +14,13 @@ import argparse
 import sys
 import time
 
+from hrssm.cli import cli_main
 from hrssm.data import synthetic
 from hrssm.data.contact_sheet import contact_sheet
 from hrssm.data.schema import SPLITS, scaled_group_counts
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="save_to_disk directory to write")
@@ -40,14 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Synthetic Waterbirds {args.image_size}x{args.image_size}, scale {args.scale}, seed {args.seed}:")
     print(synthetic.group_table(counts))
     start = time.perf_counter()
-    try:
-        columns = synthetic.generate(args.image_size, args.scale, args.seed, args.workers, progress=not args.quiet)
-        dd = synthetic.write_save_to_disk(columns, args.out, overwrite=args.overwrite)
-        if args.folder:
-            synthetic.write_original_folder(columns, args.folder, overwrite=args.overwrite)
-    except (FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    columns = synthetic.generate(args.image_size, args.scale, args.seed, args.workers, progress=not args.quiet)
+    dd = synthetic.write_save_to_disk(columns, args.out, overwrite=args.overwrite)
+    if args.folder:
+        synthetic.write_original_folder(columns, args.folder, overwrite=args.overwrite)
     print(f"wrote {sum(len(d) for d in dd.values())} images to {args.out}"
           + (f" and {args.folder}" if args.folder else "") + f" in {time.perf_counter() - start:.1f} s")
     if args.contact_sheet:

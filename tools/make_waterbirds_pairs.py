@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from hrssm.cli import cli_main
+
 
 def composite(bird: Image.Image, mask: Image.Image, background: Image.Image) -> Image.Image:
     """Bird pixels where the segmentation is on (soft mask in [0, 1]), the background (resized to cover the bird
@@ -32,6 +34,7 @@ def composite(bird: Image.Image, mask: Image.Image, background: Image.Image) -> 
     return Image.fromarray(np.clip(np.round(out), 0, 255).astype(np.uint8))
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--waterbirds", required=True, help="original Waterbirds folder (metadata.csv)")
@@ -47,20 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     from hrssm._io import atomic_directory
+    from hrssm.data import WaterbirdsDataError
     from hrssm.data.schema import FEATURES, ORIGINAL_SPLIT_CODES, group_of
 
     if Path(args.out).exists():
-        print(f"error: {args.out} exists; remove it or pick another --out", file=sys.stderr)
-        return 2
+        raise FileExistsError(f"{args.out} exists; remove it or pick another --out")
     meta_path = Path(args.waterbirds) / "metadata.csv"
     if not meta_path.exists():
-        print(f"error: {meta_path} not found: --waterbirds must be the original Waterbirds folder", file=sys.stderr)
-        return 2
+        raise FileNotFoundError(f"{meta_path} not found: --waterbirds must be the original Waterbirds folder")
     meta = pd.read_csv(meta_path)
     need = {"img_id", "img_filename", "y", "split", "place", "place_filename"}
     if need - set(meta.columns):
-        print(f"error: {meta_path} lacks columns {sorted(need - set(meta.columns))}", file=sys.stderr)
-        return 2
+        raise WaterbirdsDataError(f"{meta_path} lacks columns {sorted(need - set(meta.columns))}")
     roots = {"cub": Path(args.cub), "seg": Path(args.segmentations), "places": Path(args.places)}
     files = {
         "bird": [roots["cub"] / f for f in meta["img_filename"]],
@@ -69,9 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     missing = [str(f) for fs in files.values() for f in fs if not f.exists()]
     if missing:
-        print(f"error: {len(missing)} input files are missing, e.g. {missing[:3]}: check --cub, --segmentations "
-              "and --places (place_filename is relative to --places)", file=sys.stderr)
-        return 2
+        raise FileNotFoundError(f"{len(missing)} input files are missing, e.g. {missing[:3]}: check --cub, "
+                                "--segmentations and --places (place_filename is relative to --places)")
     pools = {place: sorted(set(meta.loc[meta["place"] == place, "place_filename"])) for place in (0, 1)}
     features = Features({**FEATURES, "counterfactual": ImageFeature(mode="RGB")})
     rows: dict[str, dict[str, list]] = {}

@@ -2,7 +2,7 @@
 """Parameter counts per module and FLOPs per image (one view) of a model preset.
 
     python tools/model_summary.py --preset tiny
-    python tools/model_summary.py --preset base --set rssm.local_grid=14
+    python tools/model_summary.py --preset base --model.rssm.local_grid 14    # model keys as in hrssm-train
 
 FLOPs are counted with torch.utils.flop_counter (matmuls, convolutions, attention), for the forward pass of the
 training loss and for forward + backward, with T = 2 views per image (reported per view).
@@ -17,7 +17,9 @@ import sys
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from hrssm.config import ModelConfig, parse_overrides
+from hrssm.cli import cli_main
+from hrssm.commands.config_args import model_overrides
+from hrssm.config import ModelConfig
 from hrssm.world_model import WorldModel
 
 
@@ -37,13 +39,14 @@ def summarize(cfg: ModelConfig, views: int = 2) -> dict:
             "loss_finite": bool(torch.isfinite(out.loss))}
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--preset", default="tiny")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
-    cfg = ModelConfig.preset(args.preset, **parse_overrides(args.set))
+    args, rest = p.parse_known_args(argv)
+    cfg = ModelConfig.preset(args.preset, **model_overrides(rest))
     s = summarize(cfg)
     if args.json:
         print(json.dumps({"preset": args.preset, "image_size": cfg.image_size, **s}))

@@ -2,8 +2,11 @@
 """Overfit a model preset on N synthetic images and print reconstruction quality and the collapse verdict.
 
     python tools/overfit_check.py                                   # tiny, 64 images at 64x64, 800 steps
-    python tools/overfit_check.py --set loss.recon_scale=1          # the weak summed-SSE weight
-    python tools/overfit_check.py --set loss.free_nats_global=1e4 loss.free_nats_local=1e4 loss.recon_scale=1e-4
+    python tools/overfit_check.py --model.loss.recon_scale 1        # the weak summed-SSE weight
+    python tools/overfit_check.py --model.loss.free_nats_global 1e4 --model.loss.free_nats_local 1e4 \
+        --model.loss.recon_scale 1e-4
+
+Model keys are overridden as in training (--model.KEY VALUE; `hrssm-train --help` lists them).
 
 A healthy model ends with recon_std_ratio > 0.7 and PSNR well above the mean image's (psnr_gain).
 """
@@ -19,7 +22,9 @@ import warnings
 
 from PIL import Image
 
-from hrssm.config import ModelConfig, parse_overrides
+from hrssm.cli import cli_main
+from hrssm.commands.config_args import model_overrides
+from hrssm.config import ModelConfig
 from hrssm.data import ViewConfig, preprocess, synthetic
 from hrssm.sanity import overfit
 
@@ -27,8 +32,10 @@ KEYS = ("recon_std_ratio", "psnr", "psnr_mean_image", "psnr_gain", "kl_global_ra
         "kl_global_floor_share", "kl_local_floor_share", "active_global", "active_local")
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--preset", default="tiny")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--images", type=int, default=64)
@@ -37,11 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--views", type=int, default=1, help="views per image (T)")
     p.add_argument("--mode", default="repeat", choices=["repeat", "augment"])
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model config overrides")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
-    args = p.parse_args(argv)
-
-    cfg = ModelConfig.preset(args.preset, image_size=args.image_size, **parse_overrides(args.set))
+    args, rest = p.parse_known_args(argv)
+    cfg = ModelConfig.preset(args.preset, **{"image_size": args.image_size, **model_overrides(rest)})
     cols = synthetic.generate(image_size=args.image_size, scale=max(0.02, args.images / 4795), seed=0, workers=1,
                               progress=False)
     images = preprocess([Image.open(io.BytesIO(b["bytes"])) for b in cols["train"]["image"][: args.images]],
@@ -53,12 +58,12 @@ def main(argv: list[str] | None = None) -> int:
                                                                                       mode=args.mode))
     seconds = time.perf_counter() - start
     if args.json:
-        print(json.dumps({"overrides": args.set, "steps": args.steps, "seconds": round(seconds, 1),
+        print(json.dumps({"overrides": rest, "steps": args.steps, "seconds": round(seconds, 1),
                           "train": {k: res.train.get(k) for k in KEYS}, "eval": {k: res.eval.get(k) for k in KEYS},
                           "collapse": res.report.signals}))
         return 0
     print(f"{args.preset} {args.image_size}px, {images.shape[0]} images, {args.steps} steps "
-          f"({seconds:.0f} s), overrides {args.set or 'none'}")
+          f"({seconds:.0f} s), overrides {' '.join(rest) or 'none'}")
     print(f"{'metric':<22}{'train (last 20)':>16}{'eval':>10}")
     for k in KEYS:
         if k in res.train:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from hrssm._io import atomic_write_text
+from hrssm.cli import cli_main
 from hrssm.evaluation import DFR_PROBE as DFR
 from hrssm.evaluation import ERM_PROBE as ERM
 from hrssm.evaluation import KNN_PROBE as KNN
@@ -97,7 +98,7 @@ def run_variant(name: str, args) -> dict:
         from hrssm.report import RANDOM_INIT, TRAINED, feature_sets
         from hrssm.trainer import train
 
-        result = train(cfg)
+        result = train(cfg, overwrite=True)  # a stale run of this variant (another spec, or killed) is redone
         model, metrics = result.model.eval(), result.metrics
         seconds = time.perf_counter() - start
         feats = feature_sets(model, splits, floors=True, progress=False)
@@ -227,6 +228,7 @@ def _plot(title: str, rows: list[dict], pixels: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--study", nargs="+", default=["all"], choices=["all", *STUDIES])

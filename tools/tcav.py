@@ -22,6 +22,8 @@ import json
 import sys
 from pathlib import Path
 
+from hrssm.cli import cli_main
+
 
 def parse_concept(text: str) -> tuple[str, int]:
     key, sep, value = text.partition("=")
@@ -31,6 +33,7 @@ def parse_concept(text: str) -> tuple[str, int]:
     return key, int(value)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="export folder, run folder or hub repo id")
@@ -46,21 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import hrssm
     from hrssm.concepts import concept_cavs, linear_logit_fn, tcav_by_class
-    from hrssm.data import LABEL_NAMES, PLACE_NAMES, SPLITS, WaterbirdsDataError, load_waterbirds
+    from hrssm.data import LABEL_NAMES, PLACE_NAMES, SPLITS, load_waterbirds
     from hrssm.evaluation import dfr_probe, train_probe
     from hrssm.latents import dataset_latents
     from hrssm.plots import tcav_bars
 
-    try:
-        if (args.concept is None) == (args.concept_folder is None):
-            raise ValueError("give exactly one of --concept KEY=VALUE and --concept-folder DIR")
-        key_value = parse_concept(args.concept) if args.concept else None
-        folder_images = _folder_images(Path(args.concept_folder)) if args.concept_folder else None
-        enc = hrssm.load(args.model)
-        splits = {s: load_waterbirds(args.data, s, image_size=enc.cfg.image_size) for s in SPLITS}
-    except (ValueError, FileNotFoundError, WaterbirdsDataError, hrssm.ExportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if (args.concept is None) == (args.concept_folder is None):
+        raise ValueError("give exactly one of --concept KEY=VALUE and --concept-folder DIR")
+    key_value = parse_concept(args.concept) if args.concept else None
+    folder_images = _folder_images(Path(args.concept_folder)) if args.concept_folder else None
+    enc = hrssm.load(args.model)
+    splits = {s: load_waterbirds(args.data, s, **enc.cfg.preprocessing()) for s in SPLITS}
     feats = {s: dataset_latents(enc, ds, progress=False) for s, ds in splits.items()}
     train, val, test = feats["train"], feats["validation"], feats["test"]
     probe = (train_probe(train, val, test, args.target) if args.probe == "train"
@@ -70,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         key, value = key_value
         mask = train[key] == value
         if mask.sum() < 3:
-            print(f"error: only {int(mask.sum())} train images have {key}={value}", file=sys.stderr)
-            return 2
+            raise ValueError(f"only {int(mask.sum())} train images have {key}={value}: a concept needs >= 3")
         concept, pool, name = train["features"][mask], train["features"][~mask], f"{key}={value}"
     else:
         concept = enc.encode(folder_images).numpy()

@@ -1,14 +1,20 @@
 """The one pixel convention of hrssm, used by training, export, encoding and decoding alike.
 
-Images are RGB, resized so the shorter side is ``image_size / crop_fraction``, center-cropped to
-``image_size x image_size``, and mapped to float32 in **[-0.5, 0.5]** (``x / 255 - 0.5``). Decoders output the same
+Images are RGB, resized (antialiased ``interpolation``: bilinear or bicubic) so the shorter side is
+``image_size / crop_fraction``, center-cropped to ``image_size x image_size``, and mapped to float32 in
+**[-0.5, 0.5]** (``x / 255 - 0.5``). A model records its settings (`hrssm.config.PreprocessConfig`); its
+`encode()` applies them (``preprocess(images, **cfg.preprocessing())``). An image that already is
+``image_size x image_size`` is taken as preprocessed and left as it is. Decoders output the same
 space (no sigmoid), so a range mismatch, a classic cause of gray reconstructions, cannot creep in.
 
 Layout conventions: PIL images and NumPy arrays are HWC (or HW for grayscale); torch tensors are CHW / BCHW.
+High-bit-depth grayscale images (16-bit PNG ``I;16``, 32-bit ``I``, float ``F``) are scaled to 8 bits
+(`to_rgb8`), not clipped to white as PIL's ``convert("RGB")`` does. Float input must be finite.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,13 +24,31 @@ import torch.nn.functional as F
 from PIL import Image as PILImage
 
 PIXEL_MIN, PIXEL_MAX = -0.5, 0.5
+INTERPOLATIONS = ("bilinear", "bicubic")  # antialiased `F.interpolate` modes
 _RANGE_TOL = 1e-4
+_WIDE_MODES = ("I", "F")  # PIL modes of 32-bit integer and float pixels (and every "I;16..." mode)
+
+
+def is_high_bit_depth(mode: str) -> bool:
+    """True for PIL modes whose pixels do not fit 8 bits (16-bit PNGs open as "I;16", "I;16B" or "I")."""
+    return mode in _WIDE_MODES or mode.startswith("I;16")
+
+
+def to_rgb8(image: PILImage.Image) -> PILImage.Image:
+    """An 8-bit RGB version of a PIL image. High-bit-depth grayscale is scaled (65535 -> 255); 32-bit and float
+    images whose values fit 0-255 keep them."""
+    if is_high_bit_depth(image.mode):
+        arr = np.asarray(image).astype(np.float64)
+        if image.mode.startswith("I;16") or arr.max(initial=0) > 255:
+            arr = arr / 257.0  # 16 bits -> 8 bits: 65535 / 255 = 257
+        image = PILImage.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))  # mode "L"
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def to_uint8_chw(image: Any) -> torch.Tensor:
     """One image (PIL, HWC/HW NumPy uint8, or CHW uint8 tensor) as an RGB uint8 tensor of shape (3, H, W)."""
     if isinstance(image, PILImage.Image):
-        arr = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # read-only HWC
+        arr = np.asarray(to_rgb8(image))  # read-only HWC
         return torch.from_numpy(arr.transpose(2, 0, 1).copy())  # one copy into CHW (the loader's hot path)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
@@ -51,16 +75,19 @@ def _rgb_channels(chw: torch.Tensor) -> torch.Tensor:
     return chw[:3].contiguous()  # RGBA: alpha dropped, as PIL's convert("RGB") does
 
 
-def resize_center_crop(x: torch.Tensor, image_size: int, crop_fraction: float = 1.0) -> torch.Tensor:
+def resize_center_crop(x: torch.Tensor, image_size: int, crop_fraction: float = 1.0,
+                       interpolation: str = "bilinear") -> torch.Tensor:
     """Resize (..., C, H, W) so the shorter side is ``image_size / crop_fraction`` and center-crop a square.
 
-    Antialiased bilinear resizing. uint8 in gives uint8 out (rounded); float in gives float out. An input that is
-    already ``image_size`` square is returned unchanged, so the function is idempotent.
+    Antialiased `interpolation` (bilinear or bicubic). uint8 in gives uint8 out (rounded); float in gives float out.
+    An input that is already ``image_size`` square is returned unchanged, so the function is idempotent.
     """
     if image_size <= 0:
         raise ValueError(f"image_size must be positive, got {image_size}")
     if not 0 < crop_fraction <= 1:
         raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation={interpolation!r} must be one of {', '.join(INTERPOLATIONS)}")
     h, w = x.shape[-2:]
     if h == w == image_size:
         return x
@@ -69,7 +96,7 @@ def resize_center_crop(x: torch.Tensor, image_size: int, crop_fraction: float = 
     lead = x.shape[:-3]
     y = x.reshape(-1, *x.shape[-3:]).float()
     if (new_h, new_w) != (h, w):
-        y = F.interpolate(y, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+        y = F.interpolate(y, size=(new_h, new_w), mode=interpolation, antialias=True, align_corners=False)
     top, left = (new_h - image_size) // 2, (new_w - image_size) // 2
     y = y[..., top : top + image_size, left : left + image_size]
     if x.dtype == torch.uint8:
@@ -77,8 +104,10 @@ def resize_center_crop(x: torch.Tensor, image_size: int, crop_fraction: float = 
     return y.reshape(*lead, *y.shape[-3:]).contiguous()
 
 
-def preprocess(images: Any, image_size: int, crop_fraction: float = 1.0) -> torch.Tensor:
-    """Images -> float32 tensor (B, 3, image_size, image_size) in [-0.5, 0.5].
+def preprocess(images: Any, image_size: int, crop_fraction: float = 1.0, interpolation: str = "bilinear"
+               ) -> torch.Tensor:
+    """Images -> float32 tensor (B, 3, image_size, image_size) in [-0.5, 0.5] (a model's settings:
+    ``preprocess(images, **model.cfg.preprocessing())``).
 
     Accepts a PIL image, a list of PIL images / NumPy HWC arrays / CHW tensors (sizes may differ), a uint8 tensor
     (3, H, W) or (B, 3, H, W), or a float tensor already in [-0.5, 0.5] (e.g. the output of this function). Float
@@ -91,16 +120,19 @@ def preprocess(images: Any, image_size: int, crop_fraction: float = 1.0) -> torc
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if x.dtype == torch.uint8:
-            return _to_float(resize_center_crop(x, image_size, crop_fraction))
+            return _to_float(resize_center_crop(x, image_size, crop_fraction, interpolation))
         if not torch.is_floating_point(x):
             raise TypeError(f"image tensors must be uint8 or float, got {x.dtype}")
+        if x.shape[0] == 0:
+            raise ValueError(f"preprocess needs at least one image, got an empty batch of shape {tuple(x.shape)}")
         check_pixel_range(x, "input images")
-        return resize_center_crop(x.float(), image_size, crop_fraction).clamp(PIXEL_MIN, PIXEL_MAX)
+        return resize_center_crop(x.float(), image_size, crop_fraction, interpolation).clamp(PIXEL_MIN, PIXEL_MAX)
     if isinstance(images, (PILImage.Image, np.ndarray)):
         images = [images]
     if not isinstance(images, Sequence) or len(images) == 0:
         raise ValueError("preprocess needs at least one image")
-    return torch.stack([_to_float(resize_center_crop(to_uint8_chw(im), image_size, crop_fraction)) for im in images])
+    return torch.stack([_to_float(resize_center_crop(to_uint8_chw(im), image_size, crop_fraction, interpolation))
+                        for im in images])
 
 
 def _to_float(x: torch.Tensor) -> torch.Tensor:
@@ -108,8 +140,10 @@ def _to_float(x: torch.Tensor) -> torch.Tensor:
 
 
 def check_pixel_range(x: torch.Tensor, what: str = "images") -> None:
-    """Raise a clear error if float pixels are outside hrssm's [-0.5, 0.5] range."""
-    lo, hi = float(x.min()), float(x.max())
+    """Raise a clear error if float pixels (B, ...) are NaN/inf (naming the rows) or outside hrssm's [-0.5, 0.5]."""
+    lo, hi = float(x.min()), float(x.max())  # (NaN propagates through min and max)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        check_finite(x, what)
     if lo < PIXEL_MIN - _RANGE_TOL or hi > PIXEL_MAX + _RANGE_TOL:
         hint = " They look like [0, 1] pixels: subtract 0.5." if lo >= -_RANGE_TOL and hi <= 1 + _RANGE_TOL else ""
         raise ValueError(
@@ -117,6 +151,16 @@ def check_pixel_range(x: torch.Tensor, what: str = "images") -> None:
             f"got values in [{lo:.3f}, {hi:.3f}].{hint} "
             "Or pass uint8 images and let hrssm.data.preprocess convert them."
         )
+
+
+def check_finite(x: torch.Tensor, what: str = "images") -> None:
+    """Raise a ValueError naming the rows of `x` (B, ...) that hold NaN or inf values."""
+    bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1) if x.ndim else ~torch.isfinite(x)[None]
+    if bool(bad.any()):
+        rows = torch.nonzero(bad).flatten().tolist()
+        shown = ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+        raise ValueError(f"{what}: row{'s' if len(rows) > 1 else ''} {shown} (of {x.shape[0]}) hold NaN or inf "
+                         "values: drop or repair them")
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

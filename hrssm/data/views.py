@@ -37,15 +37,15 @@ class ViewConfig(Config):
     """How a still image becomes a sequence of views."""
 
     section: ClassVar[str] = "views"
-    num_views: int = 4
-    mode: Literal["repeat", "augment", "edit"] = "augment"
-    action_dim: int = 1
+    num_views: int = 4  # views per image: the sequence length T
+    mode: Literal["repeat", "augment", "edit"] = "augment"  # identical views, augmented ones, or concept edits
+    action_dim: int = 1  # size of an action (default: the model's action_dim)
     crop_scale: tuple[float, float] = (0.7, 1.0)  # area fraction of the random resized crop
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # aspect ratio range of the crop
-    flip: bool = True
+    flip: bool = True  # random horizontal flips
     brightness: float = 0.1  # multiplicative factor drawn from [1 - b, 1 + b]
-    contrast: float = 0.1
-    saturation: float = 0.1
+    contrast: float = 0.1  # contrast factor drawn from [1 - c, 1 + c]
+    saturation: float = 0.1  # saturation factor drawn from [1 - s, 1 + s]
 
     def validate(self) -> None:
         self.check(integer, "num_views", "action_dim")
@@ -155,9 +155,10 @@ class ViewCollator:
     """
 
     def __init__(self, image_size: int, views: ViewConfig | None = None, seed: int = 0,
-                 crop_fraction: float = 1.0, base_only: bool = False) -> None:
+                 crop_fraction: float = 1.0, base_only: bool = False, interpolation: str = "bilinear") -> None:
         self.image_size, self.views = image_size, views or ViewConfig()
         self.seed, self.crop_fraction, self.base_only = seed, crop_fraction, base_only
+        self.interpolation = interpolation
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -197,5 +198,5 @@ class ViewCollator:
 
     def _uint8(self, images: list[Any]) -> torch.Tensor:
         """Decoded images -> (B, 3, S, S) uint8, resized / center-cropped as `hrssm.data.preprocess` does."""
-        return torch.stack([resize_center_crop(to_uint8_chw(im), self.image_size, self.crop_fraction)
-                            for im in images])
+        return torch.stack([resize_center_crop(to_uint8_chw(im), self.image_size, self.crop_fraction,
+                                               self.interpolation) for im in images])

@@ -4,11 +4,19 @@
   * a Hugging Face Hub dataset id (e.g. ``grodino/waterbirds``: parquet, splits train/validation/test),
   * a directory written by ``save_to_disk`` (a DatasetDict, or a Dataset with a ``split`` column),
   * the original Waterbirds folder: ``metadata.csv`` (``img_id, img_filename, y, split, place, place_filename``)
-    plus the image files. It is converted once into an Arrow cache (``cache_dir``) and reloaded from there, so the
-    JPEGs are not read again.
+    plus the image files. It is converted once into an Arrow cache (``cache_dir``, default ``$HRSSM_CACHE``) and
+    reloaded from there, so the JPEGs are not read again.
+
+Hub downloads go where `datasets` puts them (``HF_HOME`` / ``HF_DATASETS_CACHE``) unless ``cache_dir`` is given, so
+a copy you already downloaded is reused.
 
 Every path returns the columns of :data:`hrssm.data.schema.FEATURES`: ``image`` (decoded as RGB), ``label``,
 ``place``, ``group`` (`hrssm.data.schema.group_of`), ``split``, ``img_id``.
+
+Hostile or broken input is refused with a `WaterbirdsDataError` naming the file, column or row: an
+``img_filename`` that is absolute or leads out of the folder (``../``), a metadata.csv that is not CSV, an
+``image`` column that holds no images (e.g. file names as strings), a `cache_dir` that is a file. 16-bit images
+are scaled to 8 bits (`hrssm.data.preprocess.to_rgb8`), not clipped to white.
 """
 
 from __future__ import annotations
@@ -16,14 +24,15 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 from PIL import Image as PILImage
 
 from .._config_utils import integer
 from .._io import atomic_directory, is_hub_id
-from .preprocess import resize_center_crop, to_uint8_chw
+from ..errors import HrssmError, one_line
+from .preprocess import is_high_bit_depth, resize_center_crop, to_rgb8, to_uint8_chw
 from .schema import FEATURES, ORIGINAL_SPLIT_CODES, SPLITS, canonical_split, group_of
 
 DEFAULT_HUB_ID = "grodino/waterbirds"
@@ -31,17 +40,19 @@ METADATA_COLUMNS = ("img_id", "img_filename", "y", "split", "place")
 _CACHE_FORMAT = 1  # bump when the converted layout changes
 
 
-class WaterbirdsDataError(ValueError):
+class WaterbirdsDataError(HrssmError, ValueError):
     """A Waterbirds source that cannot be used as it is; the message says what to fix."""
 
 
 def default_cache_dir() -> Path:
+    """Where original folders are converted to Arrow: ``$HRSSM_CACHE`` or ``~/.cache/hrssm``."""
     return Path(os.environ.get("HRSSM_CACHE", Path.home() / ".cache" / "hrssm"))
 
 
 def load_waterbirds(source: str | os.PathLike = DEFAULT_HUB_ID, split: str | None = "train",
                     image_size: int | None = None, crop_fraction: float = 1.0,
-                    cache_dir: str | os.PathLike | None = None):
+                    cache_dir: str | os.PathLike | None = None, *, interpolation: str = "bilinear",
+                    revision: str | None = None, num_proc: int | None = None):
     """Waterbirds as a `datasets.Dataset` (one split) or `DatasetDict` (``split=None``: every non-empty split).
 
     Args:
@@ -52,16 +63,29 @@ def load_waterbirds(source: str | os.PathLike = DEFAULT_HUB_ID, split: str | Non
             by `datasets`, so the second call is fast.
         crop_fraction: the resize target is ``image_size / crop_fraction`` before the crop (0.875 = resize 256,
             crop 224, the usual Waterbirds eval transform).
-        cache_dir: where converted folders (and hub downloads) are cached; default ``$HRSSM_CACHE`` or
-            ``~/.cache/hrssm``.
+        cache_dir: where converted folders and hub downloads are cached; default: ``$HRSSM_CACHE`` (or
+            ``~/.cache/hrssm``) for converted folders, the `datasets` cache (``HF_HOME`` / ``HF_DATASETS_CACHE``)
+            for hub downloads.
+        interpolation: the resize filter, ``bilinear`` or ``bicubic`` (antialiased). A model's settings:
+            ``load_waterbirds(source, split, **model.cfg.preprocessing())``.
+        revision: a hub dataset's branch, tag or commit (pin it for reproducible results).
+        num_proc: processes for the hub download / preparation and the resize map (default: one).
     """
     from datasets import DatasetDict
 
-    wanted = None if split is None else canonical_split(split)
+    try:
+        wanted = None if split is None else canonical_split(split)
+    except ValueError as err:
+        raise WaterbirdsDataError(str(err)) from None
     if image_size is not None:
         integer("image_size", image_size)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    splits, where = _open_source(source, cache)
+    if num_proc is not None:
+        integer("num_proc", num_proc)
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else None
+    if (cache or default_cache_dir()).is_file():
+        raise WaterbirdsDataError(f"the cache folder {cache or default_cache_dir()} (data.cache_dir, or $HRSSM_CACHE) "
+                                  f"is a file: give a folder, or leave it unset for the defaults")
+    splits, where = _open_source(source, cache, revision, num_proc)
 
     def finish(name: str):
         ds = splits.get(name)
@@ -72,7 +96,7 @@ def load_waterbirds(source: str | os.PathLike = DEFAULT_HUB_ID, split: str | Non
                 "(0 train, 1 validation, 2 test) or pick another split"
             )
         ds = _standardize(ds, name, where, id_offset=_id_offset(splits, name))
-        return _resize(ds, image_size, crop_fraction) if image_size is not None else ds
+        return _resize(ds, image_size, crop_fraction, interpolation, num_proc) if image_size is not None else ds
 
     if wanted is not None:
         return finish(wanted)
@@ -85,8 +109,8 @@ def load_waterbirds(source: str | os.PathLike = DEFAULT_HUB_ID, split: str | Non
 # -- where the data comes from ------------------------------------------------------------------------------------
 
 
-def _open_source(source, cache: Path):
-    """{split: Dataset} of the source and a human-readable description of it."""
+def _open_source(source, cache: Path | None, revision: str | None, num_proc: int | None):
+    """{split: Dataset} of the source and a human-readable description of it (`cache`: the user's cache_dir)."""
     text = os.fspath(source)
     path = Path(text).expanduser()
     if path.exists():
@@ -97,7 +121,7 @@ def _open_source(source, cache: Path):
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             return _from_disk(path), f"save_to_disk directory {path}"
         if (path / "metadata.csv").exists():
-            return _from_disk(_convert_folder(path, cache)), f"Waterbirds folder {path}"
+            return _from_disk(_convert_folder(path, cache or default_cache_dir())), f"Waterbirds folder {path}"
         raise WaterbirdsDataError(
             f"{path} is neither a save_to_disk directory (no dataset_dict.json / state.json) nor an original "
             "Waterbirds folder (no metadata.csv). Point to one of those, or make a synthetic copy with "
@@ -108,7 +132,8 @@ def _open_source(source, cache: Path):
             f"Waterbirds folder {path} does not exist. Check the path, or make a synthetic copy with "
             f"`python tools/make_synthetic_waterbirds.py --out {text}`."
         )
-    return _from_hub(text, cache), f"hub dataset {text!r}"
+    where = f"hub dataset {text!r}" + (f" at revision {revision!r}" if revision else "")
+    return _from_hub(text, cache, revision, num_proc), where
 
 
 def _from_disk(path: Path) -> dict:
@@ -137,11 +162,13 @@ def _split_key(name: str) -> str:
         return name  # an extra split (kept, but only reachable by the canonical names)
 
 
-def _from_hub(repo_id: str, cache: Path) -> dict:
+def _from_hub(repo_id: str, cache: Path | None, revision: str | None, num_proc: int | None) -> dict:
+    """The hub dataset's splits; `datasets` picks the cache (HF_HOME / HF_DATASETS_CACHE) unless `cache` is given."""
     import datasets
 
+    options = {"revision": revision, "num_proc": num_proc, "cache_dir": None if cache is None else str(cache)}
     try:
-        dd = datasets.load_dataset(repo_id, cache_dir=str(cache / "hub"))
+        dd = datasets.load_dataset(repo_id, **{k: v for k, v in options.items() if v is not None})
     except Exception as err:  # network, missing repo, auth: all end the same way for the user
         raise WaterbirdsDataError(
             f"could not load {repo_id!r} from the Hugging Face Hub ({type(err).__name__}: {err}). It is not a local "
@@ -178,8 +205,13 @@ def _convert_folder(root: Path, cache: Path) -> Path:
     from datasets import Dataset, DatasetDict
     from tqdm.auto import tqdm
 
-    meta = pd.read_csv(io.BytesIO(meta_bytes))
-    meta.columns = [c.strip() for c in meta.columns]
+    try:
+        meta = pd.read_csv(io.BytesIO(meta_bytes))
+    except ValueError as err:  # ParserError, EmptyDataError, UnicodeDecodeError
+        raise WaterbirdsDataError(f"{meta_path} cannot be read as CSV ({type(err).__name__}: {one_line(err)[:200]}): "
+                                  f"it must be the original Waterbirds metadata.csv ({', '.join(METADATA_COLUMNS)}, "
+                                  "place_filename)") from None
+    meta.columns = [str(c).strip() for c in meta.columns]
     missing = [c for c in METADATA_COLUMNS if c not in meta.columns]
     if missing:
         raise WaterbirdsDataError(
@@ -187,9 +219,13 @@ def _convert_folder(root: Path, cache: Path) -> Path:
             f"metadata.csv has {', '.join(METADATA_COLUMNS)}, place_filename (rename your columns to these)."
         )
     for col, allowed in (("y", {0, 1}), ("place", {0, 1}), ("split", set(ORIGINAL_SPLIT_CODES))):
-        bad = sorted(set(meta[col].unique().tolist()) - allowed)
+        bad = sorted(set(meta[col].unique().tolist()) - allowed, key=str)
         if bad:
             raise WaterbirdsDataError(f"{meta_path}: column {col!r} must hold {sorted(allowed)}, found {bad[:5]}")
+    if not pd.api.types.is_integer_dtype(meta["img_id"]):
+        raise WaterbirdsDataError(f"{meta_path}: column 'img_id' must hold integers, found "
+                                  f"{meta['img_id'].head(3).tolist()}")
+    _check_inside(meta, meta_path)
 
     images, missing_files, unreadable = [], [], []
     for name in tqdm(meta["img_filename"], desc=f"reading {root.name}", unit="img", mininterval=2):
@@ -200,7 +236,7 @@ def _convert_folder(root: Path, cache: Path) -> Path:
             continue
         data = path.read_bytes()
         try:
-            _check_image(data)
+            data = _checked_image(data)
         except Exception as err:
             unreadable.append(f"{path} ({type(err).__name__}: {err})")
         images.append({"bytes": data, "path": None})
@@ -239,11 +275,31 @@ def _convert_folder(root: Path, cache: Path) -> Path:
     return out
 
 
-def _check_image(data: bytes) -> None:
-    """Decode an image fully (JPEGs at 1/8 scale, which still reads every byte) to catch truncated files."""
+def _check_inside(meta, meta_path: Path) -> None:
+    """Refuse `img_filename`s that are absolute or lead out of the dataset folder (``../``), naming the rows."""
+    bad = []
+    for row, name in enumerate(meta["img_filename"].astype(str)):
+        parts = PurePath(os.path.normpath(name)).parts
+        if PurePath(name).is_absolute() or name.startswith("~") or (parts and parts[0] == ".."):
+            bad.append(f"row {row + 2} ({name!r})")  # row 1 is the header
+    if bad:
+        raise WaterbirdsDataError(
+            f"{meta_path}: img_filename must be a path inside {meta_path.parent}, relative to it, but "
+            f"{len(bad)} row(s) point elsewhere: {', '.join(bad[:3])}. Move those images into the folder and "
+            "list them relative to it, or remove the rows")
+
+
+def _checked_image(data: bytes) -> bytes:
+    """Decode an image fully (JPEGs at 1/8 scale, which still reads every byte) to catch truncated files; a
+    high-bit-depth image comes back as an 8-bit PNG (datasets' RGB decoding would clip it to white)."""
     with PILImage.open(io.BytesIO(data)) as im:
+        if is_high_bit_depth(im.mode):
+            buf = io.BytesIO()
+            to_rgb8(im).save(buf, format="PNG")
+            return buf.getvalue()
         im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
         im.load()
+    return data
 
 
 # -- one schema -------------------------------------------------------------------------------------------------
@@ -265,6 +321,12 @@ def _standardize(ds, split: str, where: str, id_offset: int = 0):
             f"split {split!r} of {where} lacks column(s) {missing}; found {sorted(cols)}. Waterbirds needs `image`, "
             "`label` (or `y`; 0 landbird, 1 waterbird) and `place` (0 land, 1 water): rename the columns holding them."
         )
+    from datasets import Image as ImageFeature
+
+    if not isinstance(ds.features["image"], ImageFeature):
+        raise WaterbirdsDataError(
+            f"column 'image' of split {split!r} of {where} holds {ds.features['image']}, not images (e.g. "
+            f"{str(ds[0]['image'])[:60]!r}): store the images themselves, cast with datasets.Image()")
     labels, places = np.asarray(ds["label"]), np.asarray(ds["place"])
     for name, values in (("label", labels), ("place", places)):
         bad = sorted(set(np.unique(values).tolist()) - {0, 1})
@@ -289,37 +351,46 @@ def _features_of(ds):
     return Features({**FEATURES, "counterfactual": ImageFeature(mode="RGB")})
 
 
-def _resize_batch(batch: dict, image_size: int, crop_fraction: float) -> dict:
+def _resize_batch(batch: dict, image_size: int, crop_fraction: float, interpolation: str) -> dict:
+    """Encoded images ({"bytes", "path"}) -> 8-bit RGB image_size squares (unchanged when they already are)."""
     out = {}
     for key in [k for k in ("image", "counterfactual") if k in batch]:
         out[key] = []
-        for im in batch[key]:
-            if im.size != (image_size, image_size):
-                chw = resize_center_crop(to_uint8_chw(im), image_size, crop_fraction)
-                im = PILImage.fromarray(chw.permute(1, 2, 0).numpy())
-            out[key].append(im)
+        for item in batch[key]:
+            with _open(item) as im:
+                if im.size != (image_size, image_size) or is_high_bit_depth(im.mode):
+                    chw = resize_center_crop(to_uint8_chw(im), image_size, crop_fraction, interpolation)
+                    item = PILImage.fromarray(chw.permute(1, 2, 0).numpy())
+            out[key].append(item)
     return out
 
 
-def _resize(ds, image_size: int, crop_fraction: float):
-    """Resize + center-crop every image (skipped when all already are image_size squares)."""
-    if all(size == (image_size, image_size) for size in _image_sizes(ds)):
+def _resize(ds, image_size: int, crop_fraction: float, interpolation: str, num_proc: int | None):
+    """Resize + center-crop every image (skipped when all already are 8-bit image_size squares). It works on the
+    encoded files, so 16-bit images are scaled to 8 bits (datasets' RGB decoding would clip them to white)."""
+    from datasets import Image
+
+    if all(size == (image_size, image_size) and not is_high_bit_depth(mode) for size, mode in _image_headers(ds)):
         return ds
-    return ds.map(_resize_batch, batched=True, batch_size=64, features=_features_of(ds),
-                  fn_kwargs={"image_size": image_size, "crop_fraction": crop_fraction},
-                  desc=f"resizing to {image_size}x{image_size}")
+    raw = ds
+    for key in [k for k in ("image", "counterfactual") if k in ds.column_names]:
+        raw = raw.cast_column(key, Image(decode=False))
+    return raw.map(_resize_batch, batched=True, batch_size=64, features=_features_of(ds), num_proc=num_proc,
+                   fn_kwargs={"image_size": image_size, "crop_fraction": crop_fraction, "interpolation": interpolation},
+                   desc=f"resizing to {image_size}x{image_size}")
 
 
-def _image_sizes(ds):
-    """(width, height) of every image, from the file headers only."""
+def _image_headers(ds):
+    """(size, mode) of every image, from the file headers only."""
     from datasets import Image
 
     raw = ds.cast_column("image", Image(decode=False))
     for batch in raw.iter(batch_size=512):
         for item in batch["image"]:
-            if item["bytes"] is not None:
-                with PILImage.open(io.BytesIO(item["bytes"])) as im:
-                    yield im.size
-            else:
-                with PILImage.open(item["path"]) as im:
-                    yield im.size
+            with _open(item) as im:
+                yield im.size, im.mode
+
+
+def _open(item: dict) -> PILImage.Image:
+    """An encoded image of a `datasets` Image column ({"bytes", "path"}), opened lazily."""
+    return PILImage.open(io.BytesIO(item["bytes"])) if item["bytes"] is not None else PILImage.open(item["path"])

@@ -1,0 +1,30 @@
+"""The command-line programs of hrssm, installed as console scripts with the package (recipes/ and tools/ hold thin
+wrappers that run the same `main`):
+
+    hrssm-train           hrssm.commands.train            recipes/train_hrssm.py
+    hrssm-eval            hrssm.commands.evaluate         recipes/eval_probe.py
+    hrssm-export-latents  hrssm.commands.export_latents   tools/export_latents.py
+    hrssm-push            hrssm.commands.push             tools/push_to_hub.py
+
+Config keys have one override style everywhere: ``--section.key VALUE`` or ``--section.key=VALUE``
+(`hrssm.commands.config_args`); ``hrssm-train --help`` lists every key with its default and meaning.
+Each `main(argv)` returns the exit code: 0 done, 2 bad input (config, data, model), others as each says.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def model_and_data_parser(description: str | None) -> argparse.ArgumentParser:
+    """The arguments of the commands that read an export and a dataset: --model, --revision, --data,
+    --data-revision, --device, --batch-size."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    p.add_argument("--model", required=True, help="export folder, run folder or hub repo id")
+    p.add_argument("--revision", default=None, help="the hub repo's branch, tag or commit (a repo id only)")
+    p.add_argument("--data", required=True, help="Waterbirds source (hub id, save_to_disk dir, original folder)")
+    p.add_argument("--data-revision", default=None, help="the hub dataset's branch, tag or commit")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=128)
+    return p
