@@ -181,11 +181,7 @@ def _train(accelerator, cfg: TrainConfig, resume: bool | str | os.PathLike, star
                                             f"({', '.join(collapse.report.signals)}; --stop-on-collapse): the "
                                             "message above says what to change; checkpoint saved")
                 if state.step % cfg.log.images_every == 0 and accelerator.is_main_process:
-                    grid = _image_grid(unwrapped, batch, result)
-                    if grid is not None:
-                        grid.save(out / "images" / f"step_{state.step:07d}.png")
-                        log_images(accelerator.trackers, {"train/views_reconstructions_imagination": grid},
-                                   state.step)
+                    _save_image_grid(accelerator, unwrapped, batch, result, out, state.step)
                 if state.step % cfg.checkpoint.every == 0 or state.step >= cfg.optim.max_steps:
                     checkpointer.save()
                 if _stop_requested(accelerator, stop_signal):
@@ -471,6 +467,15 @@ def _push(export_dir: Path, cfg: TrainConfig, say: Callable[[str], None]) -> Non
 
 
 @torch.no_grad()
+def _save_image_grid(accelerator, model: WorldModel, batch: dict, result: WorldModelOutput, out: Path,
+                     step: int) -> None:
+    """The step's grid (views | reconstructions | imagination) as images/step_N.png and to the trackers."""
+    grid = _image_grid(model, batch, result)
+    if grid is not None:
+        grid.save(out / "images" / f"step_{step:07d}.png")
+        log_images(accelerator.trackers, {"train/views_reconstructions_imagination": grid}, step)
+
+
 def _image_grid(model: WorldModel, batch: dict, result: WorldModelOutput, rows: int = 4):
     """Per sample three rows: input views | reconstructions | prior imagination from the first posterior state (a
     PIL image; None without a pixel decoder)."""

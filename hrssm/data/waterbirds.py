@@ -192,18 +192,9 @@ def _id_offset(splits: dict, name: str) -> int:
 # -- the original folder ----------------------------------------------------------------------------------------
 
 
-def _convert_folder(root: Path, cache: Path) -> Path:
-    """Convert an original Waterbirds folder into a save_to_disk cache (once) and return the cache path."""
-    meta_path = root / "metadata.csv"
-    meta_bytes = meta_path.read_bytes()
-    key = hashlib.sha1(meta_bytes + str(root.resolve()).encode() + f"v{_CACHE_FORMAT}".encode()).hexdigest()[:16]
-    out = cache / "waterbirds" / f"{root.resolve().name}-{key}"
-    if (out / "dataset_dict.json").exists():
-        return out
-
+def _read_metadata(meta_path: Path, meta_bytes: bytes):
+    """The metadata.csv as a pandas DataFrame, its columns, values and paths checked (a clear error otherwise)."""
     import pandas as pd
-    from datasets import Dataset, DatasetDict
-    from tqdm.auto import tqdm
 
     try:
         meta = pd.read_csv(io.BytesIO(meta_bytes))
@@ -226,6 +217,12 @@ def _convert_folder(root: Path, cache: Path) -> Path:
         raise WaterbirdsDataError(f"{meta_path}: column 'img_id' must hold integers, found "
                                   f"{meta['img_id'].head(3).tolist()}")
     _check_inside(meta, meta_path)
+    return meta
+
+
+def _read_images(root: Path, meta, meta_path: Path) -> list[dict]:
+    """The image files of every row as checked bytes (a clear error naming missing or undecodable files)."""
+    from tqdm.auto import tqdm
 
     images, missing_files, unreadable = [], [], []
     for name in tqdm(meta["img_filename"], desc=f"reading {root.name}", unit="img", mininterval=2):
@@ -251,6 +248,22 @@ def _convert_folder(root: Path, cache: Path) -> Path:
             f"{len(unreadable)} image file(s) in {root} cannot be decoded: {'; '.join(unreadable[:3])}. "
             "Replace them (re-download or re-extract) or remove their rows from metadata.csv."
         )
+    return images
+
+
+def _convert_folder(root: Path, cache: Path) -> Path:
+    """Convert an original Waterbirds folder into a save_to_disk cache (once) and return the cache path."""
+    meta_path = root / "metadata.csv"
+    meta_bytes = meta_path.read_bytes()
+    key = hashlib.sha1(meta_bytes + str(root.resolve()).encode() + f"v{_CACHE_FORMAT}".encode()).hexdigest()[:16]
+    out = cache / "waterbirds" / f"{root.resolve().name}-{key}"
+    if (out / "dataset_dict.json").exists():
+        return out
+
+    from datasets import Dataset, DatasetDict
+
+    meta = _read_metadata(meta_path, meta_bytes)
+    images = _read_images(root, meta, meta_path)
 
     labels, places = meta["y"].to_numpy(), meta["place"].to_numpy()
     codes, ids = meta["split"].to_numpy(), meta["img_id"].to_numpy()
