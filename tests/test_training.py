@@ -4,6 +4,7 @@ signals, and a 2-process CPU run."""
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -131,6 +132,8 @@ def test_num_workers_must_be_a_count_or_auto():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++")),
+                    reason="torch.compile on CPU (inductor) needs a C++ compiler: apt install g++")
 def test_compiled_training_steps_agree_with_eager_ones(synthetic_disk, tmp_path, monkeypatch):
     """optim.compile: torch.compile (inductor: a C++ compiler on CPU) of the model step; with inductor drawing its
     random numbers as eager torch does, both runs see the same samples and must agree to float tolerance."""
