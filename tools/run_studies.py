@@ -54,6 +54,9 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
                      "--model.loss.contrastive", "simclr"], "wm"),
     "latent_prediction": ("reconstruction-free (latent prediction, EMA target)",
                           ["--model.loss.objective", "latent_prediction"], "wm"),
+    "conv_stem": ("convolutional stem (encoder.stem=conv: stride-2 3x3 convolutions instead of a patch projection)",
+                  ["--model.encoder.stem", "conv"], "wm"),
+    "encoder_depth4": ("encoder 4 blocks deep (tiny has 2)", ["--model.encoder.depth", "4"], "wm"),
     "vae_beta1": ("plain VAE (beta 1), same encoder / decoder, T=1", [], "vae:1.0"),
     "vae_beta0.1": ("plain VAE (beta 0.1 = the world model's posterior KL weight), T=1", [], "vae:0.1"),
 }
@@ -67,6 +70,7 @@ STUDIES: dict[str, tuple[str, list[str]]] = {
                   ["default", "recon_barlow", "simclr_only", "latent_prediction"]),
     "vae_baseline": ("World model vs a plain VAE of similar size", ["default", "T1_repeat", "vae_beta1",
                                                                      "vae_beta0.1"]),
+    "encoder": ("Encoder: patch vs convolutional stem, 2 vs 4 blocks", ["default", "conv_stem", "encoder_depth4"]),
     "sequence": ("Sequence length and views: T = 1 / 4 / 8, repeat vs augment",
                  ["T1_repeat", "T1_augment", "T4_repeat", "default", "T8_repeat", "T8_augment"]),
 }
