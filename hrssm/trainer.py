@@ -4,16 +4,16 @@
 
 - setup: `_make_accelerator` (mixed precision, trackers, seed), the run folder (`hrssm.run_folder`: one run owns it,
   a fresh run starts it empty), `_make_data` (dataset, view collator, loader with `loader_workers`, mean image),
-  the model (a warm start
-  from `init_from`: `hrssm.export.load_weights_into`), `hrssm.optim.make_optimizer` (AdamW, warmup + cosine), resume
-  (`hrssm.checkpoint.Checkpointer`: the newest good checkpoint, or a given one; then metrics.jsonl cut back to the
-  checkpoint's step), `_step_forward` (the model, or its `torch.compile` with optim.compile);
+  the model (a warm start from `init_from`: `hrssm.export.load_weights_into`), `hrssm.optim.make_optimizer`
+  (AdamW, warmup + cosine), resume (`hrssm.checkpoint.Checkpointer`: the newest good checkpoint, or a given one;
+  then metrics.jsonl cut back to the checkpoint's step), `_step_forward` (the model, or its `torch.compile` with
+  optim.compile);
 - loop: `_optimizer_steps` (views made on the accelerator by `_step_inputs` when the loader sends base batches,
-  gradient accumulation, clipping on sync steps, the NaN/inf guard: the step's one host
-  sync); after each step the metrics go into a `MetricWindow`, a full window is logged by `_log_window` (tqdm,
-  trackers, metrics.jsonl) and judged by `CollapseWatch` (the collapse verdict, `hrssm.diagnostics`); image grids
-  (images/ and the trackers), atomic checkpoints (`Checkpointer.save`, written by
-  `hrssm.checkpoint.save_checkpoint`), a clean stop on SIGINT/SIGTERM;
+  gradient accumulation, clipping on sync steps, the NaN/inf guard: the step's one host sync); after each step the
+  metrics go into a `MetricWindow`, a full window is logged by `_log_window` (tqdm, trackers, metrics.jsonl) and
+  judged by `CollapseWatch` (the collapse verdict, `hrssm.diagnostics`); image grids (images/ and the trackers),
+  atomic checkpoints (`Checkpointer.save`, written by `hrssm.checkpoint.save_checkpoint`), a clean stop on
+  SIGINT/SIGTERM;
 - export: `hrssm.export.export` of the unwrapped model; with `hub.push`, `hrssm.hub.push_export`.
 """
 
@@ -193,6 +193,7 @@ def _train(accelerator, cfg: TrainConfig, resume: bool | str | os.PathLike, star
                     break
         # -- export -----------------------------------------------------------------------------------------------
         export_dir = None
+        bar.close()  # (before the last messages, so they do not land on the bar's line)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             export_dir = export(unwrapped, out / "export", metrics=window.last, data=cfg.data.source, steps=state.step)
@@ -466,7 +467,6 @@ def _push(export_dir: Path, cfg: TrainConfig, say: Callable[[str], None]) -> Non
     say(f"pushed the export to {cfg.hub.model_id} ({'private' if cfg.hub.private else 'public'}): {url}")
 
 
-@torch.no_grad()
 def _save_image_grid(accelerator, model: WorldModel, batch: dict, result: WorldModelOutput, out: Path,
                      step: int) -> None:
     """The step's grid (views | reconstructions | imagination) as images/step_N.png and to the trackers."""
@@ -476,6 +476,7 @@ def _save_image_grid(accelerator, model: WorldModel, batch: dict, result: WorldM
         log_images(accelerator.trackers, {"train/views_reconstructions_imagination": grid}, step)
 
 
+@torch.no_grad()
 def _image_grid(model: WorldModel, batch: dict, result: WorldModelOutput, rows: int = 4):
     """Per sample three rows: input views | reconstructions | prior imagination from the first posterior state (a
     PIL image; None without a pixel decoder)."""
