@@ -131,7 +131,14 @@ def preprocess(images: Any, image_size: int, crop_fraction: float = 1.0, interpo
         images = [images]
     if not isinstance(images, Sequence) or len(images) == 0:
         raise ValueError("preprocess needs at least one image")
-    return torch.stack([_to_float(resize_center_crop(to_uint8_chw(im), image_size, crop_fraction, interpolation))
+    return _to_float(uint8_batch(images, image_size, crop_fraction, interpolation))
+
+
+def uint8_batch(images: Sequence[Any], image_size: int, crop_fraction: float = 1.0, interpolation: str = "bilinear"
+                ) -> torch.Tensor:
+    """A list of images (PIL / NumPy HWC / CHW uint8 tensors, sizes may differ) -> (B, 3, image_size, image_size)
+    uint8, resized and center-cropped as `preprocess` does (its float output is this batch / 255 - 0.5)."""
+    return torch.stack([resize_center_crop(to_uint8_chw(im), image_size, crop_fraction, interpolation)
                         for im in images])
 
 

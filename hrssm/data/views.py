@@ -26,7 +26,7 @@ import torch
 
 from .._config_utils import Config, integer, number
 from .augment import N_PARAMS, augment, reference_augment
-from .preprocess import _to_float, check_pixel_range, resize_center_crop, to_uint8_chw
+from .preprocess import _to_float, check_pixel_range, uint8_batch
 
 __all__ = ["ViewCollator", "ViewConfig", "augment", "edit_sequence", "edit_views", "make_views", "reference_augment",
            "view_uniforms", "views_from_base"]
@@ -178,14 +178,14 @@ class ViewCollator:
         cfg, t = self.views, self.views.num_views
         img_ids = [int(r["img_id"]) for r in rows]
         keys = [(self.seed, self.epoch, i) for i in img_ids]
-        batch = {"images": self._uint8([r["image"] for r in rows]), "keys": torch.tensor(keys, dtype=torch.int64),
+        batch = {"images": self._resized([r["image"] for r in rows]), "keys": torch.tensor(keys, dtype=torch.int64),
                  "img_id": torch.tensor(img_ids, dtype=torch.int64)}
         if cfg.mode == "edit":
             if "counterfactual" not in rows[0]:
                 raise ValueError("views.mode='edit' needs counterfactual pairs (a `counterfactual` image column): "
                                  "train on the synthetic twin (the trainer adds the column, "
                                  "hrssm.data.counterfactual.add_counterfactuals) or add the column yourself")
-            batch["counterfactuals"] = self._uint8([r["counterfactual"] for r in rows])
+            batch["counterfactuals"] = self._resized([r["counterfactual"] for r in rows])
             batch["own_view"], batch["actions"] = edit_sequence([int(r["place"]) for r in rows], keys, cfg)
         else:
             batch["actions"] = torch.zeros(len(rows), t, cfg.action_dim)
@@ -196,7 +196,6 @@ class ViewCollator:
                 batch[name] = torch.tensor([int(r[name]) for r in rows], dtype=torch.int64)
         return batch
 
-    def _uint8(self, images: list[Any]) -> torch.Tensor:
+    def _resized(self, images: list[Any]) -> torch.Tensor:
         """Decoded images -> (B, 3, S, S) uint8, resized / center-cropped as `hrssm.data.preprocess` does."""
-        return torch.stack([resize_center_crop(to_uint8_chw(im), self.image_size, self.crop_fraction,
-                                               self.interpolation) for im in images])
+        return uint8_batch(images, self.image_size, self.crop_fraction, self.interpolation)
