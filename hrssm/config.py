@@ -106,7 +106,10 @@ class LossConfig(Config):
     kl_rep_scale: float = 0.1  # on KL(q || sg(p)): regularizes the posterior
     free_nats_global: float = 1.0  # floor of the global KL, per image and time step
     free_nats_local: float = 0.1  # floor of the local KL, per grid cell (the sum's floor scales with the cells)
-    contrastive: Literal["none", "barlow", "simclr"] = "none"  # between the global latents of consecutive views
+    contrastive: Literal["none", "barlow", "simclr"] = "none"  # between consecutive views of each image
+    # what the contrastive loss compares: "z", the global latents; "tokens", the encoder's patch tokens averaged
+    # (the encoder itself learns what the views share, e.g. the object under views.paste / views.grayscale)
+    contrastive_input: Literal["z", "tokens"] = "z"
     contrastive_scale: float = 1.0  # weight of the contrastive loss
     contrastive_dim: int = 128  # output size of the projector the contrastive loss compares
     simclr_temperature: float = 0.1  # SimCLR softmax temperature

@@ -71,7 +71,8 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
             if rssm_cfg.local_grid:
                 self.local_predictor = mlp(self.rssm.s_dim + context_dim, rssm_cfg.local_hidden, cfg.encoder.width)
         if cfg.loss.contrastive != "none":
-            self.projector = mlp(self.rssm.z_dim, rssm_cfg.hidden, cfg.loss.contrastive_dim)
+            source_dim = self.rssm.z_dim if cfg.loss.contrastive_input == "z" else cfg.encoder.width
+            self.projector = mlp(source_dim, rssm_cfg.hidden, cfg.loss.contrastive_dim)
         self._warned_single_step = False
 
     # -- pieces -----------------------------------------------------------------------------------------------------
@@ -137,7 +138,8 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
         terms = kl_terms + [self._pixel_loss(views, recon, mean_image) if recon is not None
                             else self._latent_prediction(views, traj)]
         if self.projector is not None:
-            terms.append(self._contrastive(traj))
+            terms.append(self._contrastive(traj.z if self.cfg.loss.contrastive_input == "z"
+                                           else tokens.mean(1).unflatten(0, views.shape[:2])))
         loss = sum(term for term, _ in terms)
         metrics = {name: value for _, term_metrics in terms for name, value in term_metrics.items()}
         if grad_diagnostics:
@@ -193,12 +195,13 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
         return self.cfg.loss.latent_pred_scale * loss, {"latent_pred_loss": loss, "input_min": flat.min(),
                                                          "input_max": flat.max()}
 
-    def _contrastive(self, traj: Trajectory) -> LossTerm:
-        """Barlow Twins or SimCLR between the projected global latents of consecutive views."""
-        loss_cfg, steps = self.cfg.loss, traj.z.shape[1]
+    def _contrastive(self, source: torch.Tensor) -> LossTerm:
+        """Barlow Twins or SimCLR between consecutive views, on the projection of source (B, T, F): the global
+        latents z or the mean patch tokens (`loss.contrastive_input`)."""
+        loss_cfg, steps = self.cfg.loss, source.shape[1]
         if steps < 2:
             raise ValueError("loss.contrastive needs at least 2 views per image (views.num_views >= 2)")
-        proj = self.projector(traj.z)  # (B, T, D)
+        proj = self.projector(source)  # (B, T, D)
         pair_losses = [
             objectives.barlow_twins_loss(proj[:, t], proj[:, t + 1], loss_cfg.barlow_lambda)
             if loss_cfg.contrastive == "barlow" else

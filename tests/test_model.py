@@ -41,6 +41,7 @@ def test_output_shapes(preset, size, steps):
     {},
     {"loss": {"contrastive": "barlow"}},
     {"loss": {"contrastive": "simclr", "recon_type": "normalized_patch"}},
+    {"loss": {"contrastive": "simclr", "contrastive_input": "tokens"}},
     {"loss": {"objective": "latent_prediction"}},
     {"rssm": {"local_grid": 0}},
     {"encoder": {"stem": "patch"}},

@@ -64,6 +64,9 @@ def test_colour_jitter_changes_colour_not_geometry(images):
     ({"crop_scale": [0.5, 2.0]}, r"crop_scale=\(0.5, 2.0\)"),  # a list (YAML) becomes the annotated tuple
     ({"brightness": 1.5}, "brightness"),
     ({"action_dim": 0}, "action_dim"),
+    ({"grayscale": 1.2}, "views.grayscale"),
+    ({"paste": -0.1}, "views.paste"),
+    ({"paste_radius": 0}, "views.paste_radius"),
 ])
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -108,6 +111,55 @@ def test_augment_equals_its_grid_sample_definition(size, dtype):
     got = augment(u8 if dtype == torch.uint8 else u8.float() / 255 - 0.5, u, cfg)
     assert got.shape == want.shape == (3, 5, 3, *size) and got.dtype == torch.float32
     assert (got - want).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_grayscale_and_paste_equal_their_definition(dtype):
+    gen = torch.Generator().manual_seed(3)
+    u8 = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8, generator=gen)
+    cfg = ViewConfig(num_views=3, crop_scale=(0.3, 1.0), brightness=0.4, contrast=0.4, saturation=0.4, grayscale=0.5,
+                     paste=0.7)
+    u = torch.rand(4, 3, 12, generator=gen)
+    want = reference_augment(u8.float() / 255 - 0.5, u, cfg)
+    got = augment(u8 if dtype == torch.uint8 else u8.float() / 255 - 0.5, u, cfg)
+    assert (got - want).abs().max() < 1e-4
+
+
+def test_grayscale_turns_exactly_the_chosen_views_gray(images):
+    cfg = ViewConfig(num_views=2, grayscale=0.5)
+    u = torch.rand(3, 2, 12, generator=torch.Generator().manual_seed(4))
+    u[:, 0, 8], u[:, 1, 8] = 0.2, 0.8  # view 0 gray, view 1 in colour
+    views = augment(images, u, cfg)
+    assert (views[:, 0].amax(1) - views[:, 0].amin(1)).abs().max() < 1e-5  # R = G = B
+    assert (views[:, 1].amax(1) - views[:, 1].amin(1)).abs().max() > 0.1
+    colour = augment(images, u[..., :8], cfg)  # without the extra uniforms: no grayscale, the same crop and jitter
+    assert torch.allclose(colour[:, 1], views[:, 1], atol=1e-6)
+
+
+def test_paste_keeps_the_centre_and_takes_another_images_background():
+    images = torch.stack([torch.full((3, 32, 32), v) for v in (-0.4, 0.0, 0.4)])  # flat images: -0.4, 0, 0.4
+    cfg = ViewConfig(num_views=2, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), brightness=0, contrast=0,
+                     saturation=0, paste=1.0, paste_radius=0.5)
+    u = torch.full((3, 2, 12), 0.5)
+    u[..., 11] = 0.25  # the disk centred (shift 0 in x and y)
+    views = augment(images, u, cfg)
+    for i in range(3):
+        for t in range(2):
+            partner = (i - t - 1) % 3
+            assert views[i, t, :, 16, 16].sub(images[i, 0, 0, 0]).abs().max() < 1e-3  # the centre: the own image
+            assert views[i, t, :, 0, 0].sub(images[partner, 0, 0, 0]).abs().max() < 1e-3  # a corner: the partner's
+    u[..., 9] = 0.6  # above paste = 0.5: not drawn, the own image everywhere
+    half = ViewConfig(**{**cfg.to_dict(), "paste": 0.5})
+    assert torch.allclose(augment(images, u, half), images[:, None].expand(3, 2, 3, 32, 32), atol=1e-5)
+
+
+def test_view_uniforms_keep_the_first_eight_of_every_key():
+    from hrssm.data.views import view_uniforms
+
+    u = view_uniforms([(0, 1, 7)], 3)
+    assert u.shape == (1, 3, 12)
+    first = np.random.default_rng([0, 1, 7]).random((3, 8))
+    assert torch.equal(u[0, :, :8], torch.from_numpy(first).float())
 
 
 def test_augment_does_not_depend_on_how_views_are_chunked():

@@ -6,6 +6,10 @@ fraction in ``crop_scale``, log aspect ratio uniform in ``crop_ratio``, centre s
 image), a horizontal flip (u < 0.5) and brightness, contrast and saturation factors in [1 - s, 1 + s]. The crop is
 resampled bilinearly to the image size (pixel centres, ``align_corners=False``); then, in [0, 1] pixels, brightness
 scales, contrast pulls towards the view's mean and saturation towards each pixel's luma; the result is clamped.
+Two optional steps use 4 more uniforms per view (``u`` of shape (B, T, 12)): ``grayscale`` (u[8] < p: the view is
+turned to its luma, i.e. saturation 0) and ``paste`` (u[9] < p: the view's centre disk, radius ``paste_radius`` of the
+half side, shifted by u[10], u[11], is pasted onto view t of another image of the batch, image i - t - 1: the
+object stays, the background around it changes; `paste_backgrounds`).
 
 `augment` makes the same views (to ~1e-4) an order of magnitude faster per CPU core, on any device:
 
@@ -33,6 +37,9 @@ if TYPE_CHECKING:
     from .views import ViewConfig
 
 N_PARAMS = 8  # uniforms per view: area, log-ratio, x, y, flip, brightness, contrast, saturation
+N_EXTRA = 4  # more uniforms per view, drawn after those 8: grayscale, paste, paste shift x, paste shift y
+PASTE_SHIFT_X, PASTE_SHIFT_Y = (-0.1, 0.1), (-0.05, 0.15)  # where the pasted disk's centre goes, in [-1, 1] units
+PASTE_EDGE = 40.0  # the disk's soft edge: sigmoid((radius - distance) * PASTE_EDGE)
 LUMA = (0.299, 0.587, 0.114)  # sums to 1: the luma of a grey pixel is its value
 # Pixels per pass: on CPU about one 256 x 256 view, so a chunk's workspaces stay in cache (one view at 224, 16 at
 # 64, 64 at 32); on an accelerator ~4M (80 views at 224), enough to fill it.
@@ -88,6 +95,8 @@ def colour_transform(u: torch.Tensor, cfg: ViewConfig, scale: float, offset: flo
         return 1 + amount * (2 * u[:, k] - 1)
 
     b, c, s = factor(5, cfg.brightness), factor(6, cfg.contrast), factor(7, cfg.saturation)
+    if u.shape[-1] > N_PARAMS and cfg.grayscale > 0:
+        s = torch.where(u[:, N_PARAMS] < cfg.grayscale, torch.zeros_like(s), s)  # luma(x) = x at saturation 0
     eye = torch.eye(3, device=u.device, dtype=u.dtype)
     luma = u.new_tensor(LUMA).expand(3, 3)  # every row: the luma weights
     bc = (scale * b * c)[:, None, None]
@@ -103,9 +112,7 @@ def augment(images: torch.Tensor, u: torch.Tensor, cfg: ViewConfig, chunk: int |
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
     b, t = u.shape[:2]
-    if u.ndim != 3 or u.shape[2] != N_PARAMS or b != images.shape[0]:
-        raise ValueError(f"u must be (B, T, {N_PARAMS}) uniforms for B = {images.shape[0]} images, got shape "
-                         f"{tuple(u.shape)}; make them with hrssm.data.views.view_uniforms(keys, num_views)")
+    _check_uniforms(u, images.shape[0])
     if images.is_floating_point():
         images = images.float()  # float64 or bf16 pixels: computed in float32 like the rest
     _, c, h, w = images.shape
@@ -149,12 +156,40 @@ def augment(images: torch.Tensor, u: torch.Tensor, cfg: ViewConfig, chunk: int |
         dst = out[views]
         torch.bmm(matrix[views], view, out=dst)
         dst.add_(bias[:, None, None]).clamp_(PIXEL_MIN, PIXEL_MAX)
-    return out.view(b, t, c, h, w)
+    return paste_backgrounds(out.view(b, t, c, h, w), u.view(b, t, -1), cfg)
+
+
+def _check_uniforms(u: torch.Tensor, batch: int) -> None:
+    if u.ndim != 3 or u.shape[2] not in (N_PARAMS, N_PARAMS + N_EXTRA) or u.shape[0] != batch:
+        raise ValueError(f"u must be (B, T, {N_PARAMS + N_EXTRA}) uniforms for B = {batch} images (or (B, T, "
+                         f"{N_PARAMS}) without grayscale / paste), got shape {tuple(u.shape)}; make them with "
+                         "hrssm.data.views.view_uniforms(keys, num_views)")
+
+
+def paste_backgrounds(views: torch.Tensor, u: torch.Tensor, cfg: ViewConfig) -> torch.Tensor:
+    """The ``paste`` step: views (B, T, C, H, W) -> the same with, where u[..., 9] < cfg.paste, the centre disk of
+    view t of image i over view t of image i - t - 1 (its background). Unchanged without the extra uniforms, with
+    paste 0 or with one image. u: (B, T, 12)."""
+    b, t, _, h, w = views.shape
+    if cfg.paste <= 0 or b < 2 or u.shape[-1] <= N_PARAMS:
+        return views
+    e = u[..., N_PARAMS:].to(views.device, views.dtype)  # (B, T, 4)
+    ys = (2 * torch.arange(h, device=views.device, dtype=views.dtype) + 1) / h - 1
+    xs = (2 * torch.arange(w, device=views.device, dtype=views.dtype) + 1) / w - 1
+    cx = PASTE_SHIFT_X[0] + (PASTE_SHIFT_X[1] - PASTE_SHIFT_X[0]) * e[..., 2]
+    cy = PASTE_SHIFT_Y[0] + (PASTE_SHIFT_Y[1] - PASTE_SHIFT_Y[0]) * e[..., 3]
+    dist = ((xs - cx[..., None, None]) ** 2 + (ys[:, None] - cy[..., None, None]) ** 2).sqrt()  # (B, T, H, W)
+    disk = torch.sigmoid((cfg.paste_radius - dist) * PASTE_EDGE)
+    mask = torch.where((e[..., 1] < cfg.paste)[..., None, None], disk, torch.ones_like(disk))  # 1: the own view
+    partners = torch.stack([views[:, k].roll(k + 1, dims=0) for k in range(t)], dim=1)
+    return partners.lerp(views, mask[:, :, None])
 
 
 def reference_augment(images: torch.Tensor, u: torch.Tensor, cfg: ViewConfig) -> torch.Tensor:
     """The definition of `augment` (its first implementation, ~10x slower per CPU core): one `grid_sample` of every
-    view, then the jitter step by step. images (B, 3, H, W) float in [-0.5, 0.5]; u (B, T, 8) -> (B, T, 3, H, W)."""
+    view, then the jitter step by step (then grayscale and paste). images (B, 3, H, W) float in [-0.5, 0.5]; u (B, T,
+    12) or (B, T, 8) -> (B, T, 3, H, W)."""
+    _check_uniforms(u, images.shape[0])
     b, t = u.shape[:2]
     _, c, h, w = images.shape
     u = u.to(images.device, images.dtype)
@@ -184,4 +219,7 @@ def reference_augment(images: torch.Tensor, u: torch.Tensor, cfg: ViewConfig) ->
     x = (x - mean) * factor(6, cfg.contrast) + mean
     gray = (x * x.new_tensor(LUMA)[:, None, None]).sum(dim=2, keepdim=True)
     x = (x - gray) * factor(7, cfg.saturation) + gray
-    return (x - 0.5).clamp(PIXEL_MIN, PIXEL_MAX)
+    if u.shape[-1] > N_PARAMS and cfg.grayscale > 0:
+        to_gray = (u[..., N_PARAMS] < cfg.grayscale)[..., None, None, None]
+        x = torch.where(to_gray, (x * x.new_tensor(LUMA)[:, None, None]).sum(dim=2, keepdim=True).expand_as(x), x)
+    return paste_backgrounds((x - 0.5).clamp(PIXEL_MIN, PIXEL_MAX), u, cfg)

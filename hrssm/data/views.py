@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .._config_utils import Config, integer, number
-from .augment import N_PARAMS, augment, reference_augment
+from .augment import N_EXTRA, N_PARAMS, augment, reference_augment
 from .preprocess import _to_float, check_pixel_range, uint8_batch
 
 __all__ = ["ViewCollator", "ViewConfig", "augment", "edit_sequence", "edit_views", "make_views", "reference_augment",
@@ -46,10 +46,16 @@ class ViewConfig(Config):
     brightness: float = 0.1  # multiplicative factor drawn from [1 - b, 1 + b]
     contrast: float = 0.1  # contrast factor drawn from [1 - c, 1 + c]
     saturation: float = 0.1  # saturation factor drawn from [1 - s, 1 + s]
+    grayscale: float = 0.0  # probability that a view is turned to gray (colour alone cannot match its views)
+    # probability that a view's centre disk (the object) is pasted onto another image's view (a new background)
+    paste: float = 0.0
+    paste_radius: float = 0.55  # radius of the pasted disk, a fraction of the half side (0.55: 55% of the width)
 
     def validate(self) -> None:
         self.check(integer, "num_views", "action_dim")
         self.check(number, "brightness", "contrast", "saturation", high=1)
+        self.check(number, "grayscale", "paste", high=1, high_closed=True)  # probabilities
+        self.check(number, "paste_radius", low_open=True, high=1.5)
         lo, hi = self.crop_scale
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"views.crop_scale={self.crop_scale} must satisfy 0 < low <= high <= 1")
@@ -58,10 +64,14 @@ class ViewConfig(Config):
 
 
 def view_uniforms(keys: Sequence[Sequence[int]], num_views: int) -> torch.Tensor:
-    """(B, T, 8) float32 uniforms in [0, 1), one independent stream per key (e.g. (seed, epoch, img_id))."""
-    return torch.from_numpy(
-        np.stack([np.random.default_rng([int(k) for k in key]).random((num_views, N_PARAMS)) for key in keys])
-    ).float()
+    """(B, T, 12) float32 uniforms in [0, 1), one independent stream per key (e.g. (seed, epoch, img_id)): the 8 of
+    the crop and jitter, then the 4 of grayscale and paste (drawn after, so the first 8 are what they always were)."""
+    def draw(key: Sequence[int]) -> np.ndarray:
+        rng = np.random.default_rng([int(k) for k in key])
+        first = rng.random((num_views, N_PARAMS))
+        return np.concatenate([first, rng.random((num_views, N_EXTRA))], axis=1)
+
+    return torch.from_numpy(np.stack([draw(key) for key in keys])).float()
 
 
 def make_views(images: torch.Tensor, cfg: ViewConfig, keys: Sequence[Sequence[int]] | None = None,
@@ -85,7 +95,7 @@ def make_views(images: torch.Tensor, cfg: ViewConfig, keys: Sequence[Sequence[in
             raise ValueError(f"got {len(keys)} keys for {b} images")
         u = view_uniforms(keys, t)
     else:
-        u = torch.rand(b, t, N_PARAMS, generator=generator)
+        u = torch.rand(b, t, N_PARAMS + N_EXTRA, generator=generator)
     return augment(images, u, cfg), actions
 
 
@@ -149,7 +159,7 @@ class ViewCollator:
     Returns ``{"views": (B, T, 3, S, S) float32 in [-0.5, 0.5], "actions": (B, T, A), "label", "place", "group",
     "img_id": (B,) int64}``. With ``base_only=True`` it returns the base batch instead, for `views_from_base` to turn
     into views later (on the accelerator): ``"images"`` (B, 3, S, S) uint8, ``"keys"`` (B, 3) int64 (seed, epoch,
-    img_id), ``"actions"``, in augment mode ``"view_params"`` (B, T, 8) float32, in edit mode ``"counterfactuals"``
+    img_id), ``"actions"``, in augment mode ``"view_params"`` (B, T, 12) float32, in edit mode ``"counterfactuals"``
     (B, 3, S, S) uint8 and ``"own_view"`` (B, T) bool, and the labels. Call :meth:`set_epoch` each epoch so
     augmentations differ between epochs.
     """
