@@ -49,6 +49,8 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
     "T8_repeat": ("T=8 repeat", ["--views.num_views", "8", "--views.mode", "repeat"], "wm"),
     "T8_augment": ("T=8 augment", ["--views.num_views", "8"], "wm"),
     "recon_barlow": ("reconstruction + Barlow Twins", ["--model.loss.contrastive", "barlow"], "wm"),
+    "norm_pix": ("reconstruction of per-patch normalized pixels (MAE's norm-pix loss: edges over flat colour)",
+                 ["--model.loss.recon_type", "normalized_patch"], "wm"),
     "simclr_only": ("contrastive only (SimCLR, no decoder)",
                     ["--model.loss.objective", "latent_prediction", "--model.loss.latent_pred_scale", "0",
                      "--model.loss.contrastive", "simclr"], "wm"),
@@ -57,6 +59,14 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
     "conv_stem": ("convolutional stem (encoder.stem=conv: stride-2 3x3 convolutions instead of a patch projection)",
                   ["--model.encoder.stem", "conv"], "wm"),
     "encoder_depth4": ("encoder 4 blocks deep (tiny has 2)", ["--model.encoder.depth", "4"], "wm"),
+    "object_views": ("conv stem + object views (views.grayscale 0.5, views.paste 0.7: the centre disk over another "
+                     "image's background)", ["--model.encoder.stem", "conv", "--views.grayscale", "0.5",
+                                             "--views.paste", "0.7"], "wm"),
+    "object_views_simclr": ("object views + SimCLR on the mean patch tokens (contrastive_scale 2e4: the encoder's "
+                            "gradient from reconstruction is ~5e4 x SimCLR's at scale 1)",
+                            ["--model.encoder.stem", "conv", "--views.grayscale", "0.5", "--views.paste", "0.7",
+                             "--model.loss.contrastive", "simclr", "--model.loss.contrastive_input", "tokens",
+                             "--model.loss.contrastive_scale", "20000"], "wm"),
     "vae_beta1": ("plain VAE (beta 1), same encoder / decoder, T=1", [], "vae:1.0"),
     "vae_beta0.1": ("plain VAE (beta 0.1 = the world model's posterior KL weight), T=1", [], "vae:0.1"),
 }
@@ -67,10 +77,12 @@ STUDIES: dict[str, tuple[str, list[str]]] = {
     "free_nats": ("Free nats sweep", ["free_nats_0", "default", "free_nats_3"]),
     "hierarchy": ("Hierarchy on / off", ["default", "global_only"]),
     "objective": ("Reconstruction vs contrastive vs reconstruction-free",
-                  ["default", "recon_barlow", "simclr_only", "latent_prediction"]),
+                  ["default", "recon_barlow", "norm_pix", "simclr_only", "latent_prediction"]),
     "vae_baseline": ("World model vs a plain VAE of similar size", ["default", "T1_repeat", "vae_beta1",
                                                                      "vae_beta0.1"]),
     "encoder": ("Encoder: patch vs convolutional stem, 2 vs 4 blocks", ["default", "conv_stem", "encoder_depth4"]),
+    "object_views": ("Views that keep the object and change its background (grayscale, paste), with and without "
+                     "SimCLR on the encoder's tokens", ["default", "conv_stem", "object_views", "object_views_simclr"]),
     "sequence": ("Sequence length and views: T = 1 / 4 / 8, repeat vs augment",
                  ["T1_repeat", "T1_augment", "T4_repeat", "default", "T8_repeat", "T8_augment"]),
 }
