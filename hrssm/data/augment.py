@@ -70,11 +70,16 @@ def crop_taps(u: torch.Tensor, cfg: ViewConfig, height: int, width: int) -> tupl
     return _axis_taps(centre_x, scale_x, width), _axis_taps(centre_y, crop_h, height)
 
 
+def _pixel_centres(size: int, like: torch.Tensor) -> torch.Tensor:
+    """(size,) centres of the pixels of a side in [-1, 1] coordinates (align_corners=False), on `like`'s device."""
+    return (2 * torch.arange(size, device=like.device, dtype=like.dtype) + 1) / size - 1
+
+
 def _axis_taps(centre: torch.Tensor, scale: torch.Tensor, size: int) -> Taps:
     """Output pixel j sits at x_j = (2j + 1) / size - 1 in [-1, 1]; the crop maps it to scale * x_j + centre, which
     is source pixel ((scale * x_j + centre) + 1) * size / 2 - 0.5. The crop stays inside the image, so that is within
     [-0.5, size - 0.5], where grid_sample's reflection padding reduces to clamping the coordinate to the image."""
-    x = (2 * torch.arange(size, device=centre.device, dtype=centre.dtype) + 1) / size - 1
+    x = _pixel_centres(size, centre)
     src = ((scale[:, None] * x + centre[:, None]) + 1) * (size / 2) - 0.5
     src = src.clamp(0, size - 1)
     first = src.floor()
@@ -174,8 +179,7 @@ def paste_backgrounds(views: torch.Tensor, u: torch.Tensor, cfg: ViewConfig) -> 
     if cfg.paste <= 0 or b < 2 or u.shape[-1] <= N_PARAMS:
         return views
     e = u[..., N_PARAMS:].to(views.device, views.dtype)  # (B, T, 4)
-    ys = (2 * torch.arange(h, device=views.device, dtype=views.dtype) + 1) / h - 1
-    xs = (2 * torch.arange(w, device=views.device, dtype=views.dtype) + 1) / w - 1
+    ys, xs = _pixel_centres(h, views), _pixel_centres(w, views)
     cx = PASTE_SHIFT_X[0] + (PASTE_SHIFT_X[1] - PASTE_SHIFT_X[0]) * e[..., 2]
     cy = PASTE_SHIFT_Y[0] + (PASTE_SHIFT_Y[1] - PASTE_SHIFT_Y[0]) * e[..., 3]
     dist = ((xs - cx[..., None, None]) ** 2 + (ys[:, None] - cy[..., None, None]) ** 2).sqrt()  # (B, T, H, W)
