@@ -59,35 +59,55 @@ def tokens_to_cells(tokens: torch.Tensor, grid: int, cell: int) -> torch.Tensor:
     return rearrange(tokens, "n (gh kh gw kw) d -> n (gh gw) (kh kw d)", gh=grid, kh=cell, kw=cell)
 
 
+FEATURES = ("latents", "tokens")  # what `encode` can return: the posterior latents, or the encoder's mean patch token
+
+
+def check_features(features: str) -> str:
+    """`features` if it is one of FEATURES, else a ValueError that lists them."""
+    if features not in FEATURES:
+        raise ValueError(f"features must be one of {FEATURES} ('latents': [h, z, s] of the RSSM posterior, what the "
+                         f"decoder and the concept tools use; 'tokens': the encoder's mean patch token), got "
+                         f"{features!r}")
+    return features
+
+
 class EncodesImages:
     """`encode_latents` / `encode` for any module with `encoder`, `rssm` and `cfg` (WorldModel, export.Encoder)."""
 
     @torch.no_grad()
-    def encode_latents(self, images) -> dict[str, torch.Tensor]:
+    def encode_latents(self, images, tokens: bool = False) -> dict[str, torch.Tensor]:
         """Posterior latents of each image seen once (T = 1, deterministic: categorical mode, Gaussian mean).
 
         images: uint8 or float in [-0.5, 0.5] (see hrssm.data.preprocess); resized / cropped as the model's
         recorded preprocessing says (`cfg.preprocess`: what training applied).
-        Returns h (B, deter), z (B, stoch * classes) one-hot, s (B, cells, local_dim) (absent without a local level).
+        Returns h (B, deter), z (B, stoch * classes) one-hot, s (B, cells, local_dim) (absent without a local level),
+        and with `tokens` also tokens (B, width): the encoder's mean patch token, from the same forward pass.
         """
         from .data.preprocess import preprocess
 
         with eval_mode(self):
             param = next(self.parameters())
             x = preprocess(images, **self.cfg.preprocessing()).to(param.device, param.dtype)
-            cls, tokens = self.encoder(x)
+            cls, patch_tokens = self.encoder(x)  # (B, D), (B, P, D)
             cells = None
             if self.cfg.rssm.local_grid:
-                cells = tokens_to_cells(tokens, self.cfg.rssm.local_grid, self.cfg.cell_patches)[:, None]
+                cells = tokens_to_cells(patch_tokens, self.cfg.rssm.local_grid, self.cfg.cell_patches)[:, None]
             actions = x.new_zeros(x.shape[0], 1, self.cfg.action_dim)
             traj = self.rssm.observe(cls[:, None], cells, actions, sample=False)
         out = {"h": traj.h[:, 0], "z": traj.z[:, 0]}
         if traj.s is not None:
             out["s"] = traj.s[:, 0]
+        if tokens:
+            out["tokens"] = patch_tokens.mean(1)
         return out
 
     @torch.no_grad()
-    def encode(self, images) -> torch.Tensor:
-        """(B, D) features: [h, z, s of every cell in row-major order] (`WorldModel.features` of one view)."""
-        lat = self.encode_latents(images)
+    def encode(self, images, features: str = "latents") -> torch.Tensor:
+        """(B, D) features of each image seen once. features="latents" (default): [h, z, s of every cell in
+        row-major order] (`WorldModel.features` of one view, D = `feature_dim`); "tokens": the encoder's mean patch
+        token (D = encoder width), the input of `loss.contrastive_input="tokens"`."""
+        check_features(features)
+        lat = self.encode_latents(images, tokens=features == "tokens")
+        if features == "tokens":
+            return lat["tokens"]
         return self.rssm.features(lat["h"], lat["z"], lat.get("s"))

@@ -58,14 +58,15 @@ def wilds_group_names() -> list[str]:
 
 
 def encode_dataset(model, ds, batch_size: int = 128, with_recon_metrics: bool = False,
-                   max_recon_images: int = 1024, progress: bool = False, desc: str = "encoding"
-                   ) -> dict[str, np.ndarray]:
-    """`hrssm.latents.dataset_latents` (features, h, z, s, label, place, group, img_id) of every image.
+                   max_recon_images: int = 1024, progress: bool = False, desc: str = "encoding",
+                   features: str = "latents") -> dict[str, np.ndarray]:
+    """`hrssm.latents.dataset_latents` (features, h, z, s, label, place, group, img_id) of every image; `features`
+    ("latents" or "tokens", see `Encoder.encode`) says what the `features` array holds.
 
     With `with_recon_metrics` (and a pixel decoder), also the reconstruction metrics of the first
     `max_recon_images` images decoded from those latents: recon_std_ratio, psnr, psnr_mean_image, psnr_gain.
     """
-    out = dataset_latents(model, ds, batch_size, progress=progress, desc=desc)
+    out = dataset_latents(model, ds, batch_size, progress=progress, desc=desc, features=features)
     if with_recon_metrics and getattr(model, "decoder", None) is not None:
         n = min(len(ds), max_recon_images)
         recon = decode_latents(model, out, n=n, batch_size=batch_size)

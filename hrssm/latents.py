@@ -58,22 +58,28 @@ def model_hashes(model) -> dict[str, str]:
     return {"config_hash": config_hash(model.cfg), "weights_hash": weights_hash(model)}
 
 
-def dataset_latents(encoder, ds, batch_size: int = 128, progress: bool = True, desc: str = "encoding"
-                    ) -> dict[str, np.ndarray]:
+def dataset_latents(encoder, ds, batch_size: int = 128, progress: bool = True, desc: str = "encoding",
+                    features: str = "latents") -> dict[str, np.ndarray]:
     """Encode every image of a Waterbirds dataset with an `hrssm.Encoder` (deterministic latents; the model's own
-    preprocessing), with a progress bar named `desc` unless `progress` is False."""
+    preprocessing), with a progress bar named `desc` unless `progress` is False. `features` says what the
+    `features` array holds (`Encoder.encode`): "latents" [h, z, s] or "tokens" (the encoder's mean patch token,
+    then also kept as `tokens`)."""
     from tqdm.auto import tqdm
 
-    parts: dict[str, list[torch.Tensor]] = {"h": [], "z": [], "s": []}
+    from .encoder import check_features
+
+    with_tokens = check_features(features) == "tokens"
+    parts: dict[str, list[torch.Tensor]] = {"h": [], "z": [], "s": [], "tokens": []}
     for start in tqdm(range(0, len(ds), batch_size), desc=desc, unit="batch", disable=not progress):
-        lat = encoder.encode_latents(ds[start : start + batch_size]["image"])
+        lat = encoder.encode_latents(ds[start : start + batch_size]["image"], tokens=with_tokens)
         for key, value in lat.items():
             parts[key].append(value.float().cpu())
     out = {k: torch.cat(v).numpy() for k, v in parts.items() if v}
     if "s" not in out:
         out["s"] = np.zeros((len(ds), 0, 0), np.float32)
     s = torch.from_numpy(out["s"]) if out["s"].size else None
-    out["features"] = encoder.rssm.features(torch.from_numpy(out["h"]), torch.from_numpy(out["z"]), s).numpy()
+    out["features"] = out["tokens"] if with_tokens else encoder.rssm.features(
+        torch.from_numpy(out["h"]), torch.from_numpy(out["z"]), s).numpy()
     for key in ("label", "place", "group", "img_id"):
         out[key] = np.asarray(ds[key], dtype=np.int64)
     return out

@@ -52,6 +52,7 @@ class EvalResult:
     floors: dict[str, dict[str, ProbeResult]] = field(default_factory=dict)  # feature set -> probes (trained too)
     pictures: dict[str, str] = field(default_factory=dict)  # name -> file in the output folder
     sizes: dict[str, int] = field(default_factory=dict)  # images per split
+    model_features: str = "latents"  # what the model's features were: "latents" or "tokens" (`Encoder.encode`)
 
     @property
     def margin(self) -> float:
@@ -63,7 +64,7 @@ class EvalResult:
         return {"reconstruction": self.reconstruction, "probes": {k: v.to_dict() for k, v in self.probes.items()},
                 "features": {name: {k: v.to_dict() for k, v in p.items()} for name, p in self.floors.items()},
                 "dfr_worst_group_margin_over_floors": self.margin, "pictures": self.pictures,
-                "split_sizes": self.sizes}
+                "split_sizes": self.sizes, "model_features": self.model_features}
 
 
 def random_init_encoder(cfg, seed: int = 0):
@@ -76,15 +77,17 @@ def random_init_encoder(cfg, seed: int = 0):
 
 
 def feature_sets(model, splits: dict, batch_size: int = 128, floors: bool = True,
-                 pixel_size: int = PIXEL_SIZE, progress: bool = True) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """{feature set: {split: features}}: the model's latents (with held-out reconstruction metrics on test) and,
-    with `floors`, a random-init model of the same config and raw pixels, for the same images."""
+                 pixel_size: int = PIXEL_SIZE, progress: bool = True, features: str = "latents"
+                 ) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """{feature set: {split: features}}: the model's `features` ("latents" or "tokens", `Encoder.encode`; with
+    held-out reconstruction metrics on test) and, with `floors`, the same features of a random-init model of the
+    same config and raw pixels, for the same images."""
     out = {TRAINED: {s: encode_dataset(model, d, batch_size, with_recon_metrics=(s == "test"), progress=progress,
-                                       desc=f"encoding {s}") for s, d in splits.items()}}
+                                       desc=f"encoding {s}", features=features) for s, d in splits.items()}}
     if floors:
         rand = random_init_encoder(model.cfg).to(next(model.parameters()).device)
-        out[RANDOM_INIT] = {s: encode_dataset(rand, d, batch_size, progress=progress, desc=f"encoding {s}, random init")
-                            for s, d in splits.items()}
+        out[RANDOM_INIT] = {s: encode_dataset(rand, d, batch_size, progress=progress, features=features,
+                                              desc=f"encoding {s}, random init") for s, d in splits.items()}
         out[pixels_name(pixel_size)] = {s: pixel_features(d, pixel_size) for s, d in splits.items()}
     return out
 
@@ -92,7 +95,8 @@ def feature_sets(model, splits: dict, batch_size: int = 128, floors: bool = True
 def evaluate_model(model: WorldModel, data: str | os.PathLike, out_dir: str | os.PathLike, *, pictures: bool = True,
                    latent_maps: tuple[str, ...] = ("tsne", "umap"), floors: bool = True,
                    seeds: Sequence[int] = PROBE_SEEDS, batch_size: int = 128, report_intro: list[str] | None = None,
-                   extra_json: dict | None = None, progress=print, data_revision: str | None = None) -> EvalResult:
+                   extra_json: dict | None = None, progress=print, data_revision: str | None = None,
+                   features: str = "latents") -> EvalResult:
     """Encode train / validation / test of `data` (any `load_waterbirds` source), fit the probes on the model's
     features and on its floors (random init, raw pixels), measure held-out reconstructions, draw the pictures, and
     write `eval.json` and `report.md` into `out_dir`.
@@ -100,13 +104,18 @@ def evaluate_model(model: WorldModel, data: str | os.PathLike, out_dir: str | os
     latent_maps: "tsne" always works (scikit-learn); "umap" is drawn when umap-learn is installed, else skipped.
     report_intro: markdown lines put before the results; extra_json: more entries for eval.json; data_revision: a
     hub dataset's branch, tag or commit. Images are preprocessed as the model records (`model.cfg.preprocess`).
+    features: what is probed, for the model and its random-init floor alike: "latents" ([h, z, s], the default) or
+    "tokens" (the encoder's mean patch token); see `Encoder.encode`.
     """
+    from .encoder import check_features
+
+    check_features(features)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     splits = {s: load_waterbirds(data, s, revision=data_revision, **model.cfg.preprocessing()) for s in SPLITS}
-    progress(f"encoding {', '.join(f'{s} ({len(d)})' for s, d in splits.items())}"
+    progress(f"encoding {', '.join(f'{s} ({len(d)})' for s, d in splits.items())} ({features})"
              + (": the model, a random-init model of its config, raw pixels" if floors else ""))
-    feats = feature_sets(model, splits, batch_size, floors, progress=progress is not None)
+    feats = feature_sets(model, splits, batch_size, floors, progress=progress is not None, features=features)
     recon = {k: float(feats[TRAINED]["test"][k]) for k in RECON_KEYS if k in feats[TRAINED]["test"]}
     progress(f"fitting the probes ({len(seeds)} probe seeds; hyperparameters chosen on validation worst group)")
     results = {name: standard_probes(f, seeds) for name, f in feats.items()}
@@ -117,8 +126,11 @@ def evaluate_model(model: WorldModel, data: str | os.PathLike, out_dir: str | os
                   f"{recon['recon_std_ratio']:.3f}, PSNR {recon['psnr']:.2f} dB vs the mean image's "
                   f"{recon['psnr_mean_image']:.2f} dB (+{recon['psnr_gain']:.2f} dB)", ""]
     spread = f"mean ± std over {len(seeds)} probe seeds" if len(seeds) > 1 else "one probe seed"
-    lines += [f"Test accuracy ({spread}) of the trained features and their floors:", "", floors_table(results), ""]
-    result = EvalResult(results[TRAINED], recon, "", results, sizes={s: len(d) for s, d in splits.items()})
+    what = "" if features == "latents" else " (the encoder's mean patch token, for the model and its random init)"
+    lines += [f"Test accuracy ({spread}) of the trained features{what} and their floors:", "", floors_table(results),
+              ""]
+    result = EvalResult(results[TRAINED], recon, "", results, sizes={s: len(d) for s, d in splits.items()},
+                        model_features=features)
     if floors:
         lines += [f"Bird, DFR worst group: {result.margin:+.3f} over the best floor.", ""]
     lines += ["Every probe on the trained features:", "", probe_table(results[TRAINED], GROUP_NAMES)]

@@ -2,12 +2,16 @@
 
 import json
 
+import numpy as np
 import pytest
+import torch
 from huggingface_hub import ModelCard
 from recipes_loader import load_recipe
 
 from hrssm import ModelConfig, WorldModel, export
+from hrssm.data import load_waterbirds, preprocess
 from hrssm.evaluation import DFR_C_GRID, DFR_PROBE, ERM_PROBE, PLACE_PROBE, PROBES, wilds_group_names
+from hrssm.report import RANDOM_INIT, TRAINED, feature_sets, random_init_encoder
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +61,32 @@ def test_eval_probe_writes_the_floors_table_json_pictures_and_report(export_dir,
                 round(probe["adj_acc_avg"], 4)
     for picture in result["pictures"].values():
         assert f"](evaluation/{picture})" in card.text and (export_dir / "evaluation" / picture).is_file()
+
+
+def test_eval_probe_on_the_encoders_tokens_probes_them_for_the_floor_too_and_leaves_the_card(export_dir,
+                                                                                           synthetic_disk, capsys):
+    card = (export_dir / "README.md").read_bytes()
+    assert load_recipe("eval_probe").main(["--model", str(export_dir), "--data", str(synthetic_disk),
+                                           "--features", "tokens", "--no-pictures", "--seeds", "1"]) == 0
+    result = json.loads((export_dir.parent / "eval_tokens" / "eval.json").read_text())
+    assert result["model_features"] == "tokens"
+    assert list(result["features"]) == ["trained", "random init (same config, seed 0)", "raw pixels (32x32)"]
+    assert "the encoder's mean patch token" in capsys.readouterr().out
+    assert (export_dir / "README.md").read_bytes() == card  # the card describes encode()'s default features
+
+
+def test_token_feature_sets_are_the_mean_patch_token_of_the_model_and_of_its_random_init(synthetic_disk):
+    model = WorldModel(ModelConfig.preset("tiny", image_size=32, rssm={"local_grid": 2})).eval()
+    ds = load_waterbirds(synthetic_disk, "test").select(range(10))
+    feats = feature_sets(model, {"test": ds}, progress=False, features="tokens")
+    x = preprocess(ds["image"], **model.cfg.preprocessing())
+    with torch.no_grad():
+        ref = model.encoder(x)[1].mean(1).numpy()
+    assert np.array_equal(feats[TRAINED]["test"]["features"], ref)
+    rand = random_init_encoder(model.cfg).encode(ds["image"], features="tokens").numpy()
+    assert np.array_equal(feats[RANDOM_INIT]["test"]["features"], rand) and not np.allclose(rand, ref)
+    with pytest.raises(ValueError, match="features must be one of"):
+        feature_sets(model, {"test": ds}, progress=False, features="cells")
 
 
 def test_eval_probe_without_pictures_and_without_a_decoder(tmp_path, synthetic_disk, capsys):

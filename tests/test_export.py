@@ -51,6 +51,20 @@ def test_export_folder_and_bit_identical_features(trained, synthetic_disk):
     assert set(lat) == {"h", "z", "s"} and lat["s"].shape == (len(x), 16, 64)
 
 
+def test_encode_tokens_is_the_trained_encoders_mean_patch_token(trained, synthetic_disk):
+    res, export = trained
+    enc = hrssm.load(export)
+    x = preprocess(_images(synthetic_disk), 32)
+    with torch.no_grad():
+        ref = res.model.eval().encoder(x)[1].mean(1)  # (B, width)
+    tokens = enc.encode(x, features="tokens")
+    assert tokens.shape == (len(x), res.model.cfg.encoder.width) and torch.equal(tokens, ref)
+    assert torch.equal(enc.encode_latents(x, tokens=True)["tokens"], ref)
+    assert torch.equal(enc.encode(x, features="latents"), enc.encode(x))
+    with pytest.raises(ValueError, match=r"features must be one of \('latents', 'tokens'\).*got 'cls'"):
+        enc.encode(x, features="cls")
+
+
 def test_run_folder_and_from_pretrained_round_trip(trained):
     res, export = trained
     for loaded in (WorldModel.from_pretrained(export), hrssm.load_world_model(export.parent)):

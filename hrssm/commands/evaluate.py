@@ -1,9 +1,11 @@
 """Evaluate an exported hrssm model on Waterbirds (the `hrssm-eval` command; recipes/eval_probe.py runs the same).
 
     hrssm-eval --model runs/demo/export --data data/synthetic_waterbirds_64 [--out runs/demo/eval]
+    hrssm-eval --model runs/demo/export --data data/synthetic_waterbirds_64 --features tokens   # the encoder's tokens
 
 1. encodes train / validation / test (deterministic latents, one view each, with the preprocessing the export
-   records), and, as floors, the same images through a random-init model of the same config and as raw 32x32 pixels
+   records; `--features tokens`: the encoder's mean patch token instead), and, as floors, the same images through
+   a random-init model of the same config and as raw 32x32 pixels
 2. probes (hrssm/evaluation.py; hyperparameters chosen on validation worst-group accuracy, never on test): the
    bird by DFR as published (Kirichenko et al. 2022; the headline), by DFR on half of validation, fit on train
    (the shortcut), by kNN on balanced validation; the background (place)
@@ -21,6 +23,7 @@ import sys
 from pathlib import Path
 
 from ..cli import cli_main
+from ..encoder import FEATURES
 from ..hub import CONFIG_FILE, resolve_export
 from . import model_and_data_parser
 
@@ -39,23 +42,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-floors", action="store_true", help="skip the random-init and raw-pixel floors")
     p.add_argument("--no-card", action="store_true", help="leave the export's model card as it is")
     p.add_argument("--seeds", type=int, default=5, help="probe seeds (validation splits, balanced subsamples)")
+    p.add_argument("--features", choices=FEATURES, default="latents",
+                   help="what is probed (model and random-init floor alike): 'latents' = [h, z, s] of the RSSM "
+                   "posterior (what `encode()` returns, the default), 'tokens' = the encoder's mean patch token. "
+                   "With 'tokens' the default output folder is eval_tokens/ and the model card is left alone")
     args = p.parse_args(argv)
+    latents = args.features == "latents"
     # a local export (its card and run are updated) or a hub repo (never a file of the hub cache)
     export_dir = resolve_export(args.model, [CONFIG_FILE]) if Path(args.model).exists() else None
-    out = Path(args.out) if args.out else (export_dir.parent / "eval" if export_dir else
-                                           Path(f"eval-{args.model.replace('/', '--')}"))
+    folder = "eval" if latents else "eval_tokens"
+    out = Path(args.out) if args.out else (export_dir.parent / folder if export_dir else
+                                           Path(f"{folder}-{args.model.replace('/', '--')}"))
     model = load_world_model(args.model, device=args.device, revision=args.revision)
     result = evaluate_model(model, args.data, out, pictures=not args.no_pictures, batch_size=args.batch_size,
                             floors=not args.no_floors, seeds=tuple(range(args.seeds)),
-                            data_revision=args.data_revision,
+                            data_revision=args.data_revision, features=args.features,
                             report_intro=[f"Model: `{args.model}`; data: `{args.data}`.", ""])
     print("\n" + result.table + "\n")
     print(f"report: {out / 'report.md'}   numbers: {out / 'eval.json'}")
     if export_dir is not None:
-        if not args.no_card:
+        if not args.no_card and latents:  # the card describes what encode() returns by default
             add_evaluation(export_dir, json.loads((out / "eval.json").read_text()), out, data=str(args.data))
             print(f"model card: {export_dir / 'README.md'} (eval_results and pictures added)")
-        pictures = {f"eval/{Path(file).stem}": out / file for file in result.pictures.values()}
+        pictures = {f"{folder}/{Path(file).stem}": out / file for file in result.pictures.values()}
         sent = log_pictures_to_run(export_dir.parent, pictures) if pictures else []
         if sent:
             print(f"pictures sent to the run's tracker(s): {', '.join(sent)}")
