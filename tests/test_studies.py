@@ -47,7 +47,18 @@ def test_a_study_trains_evaluates_writes_and_reuses_its_runs(synthetic_disk, tmp
         assert row["probes"][studies.DFR]["seeds"] == 2
     assert "*floor: raw pixels (32x32)*" in table
     assert (tmp_path / "docs" / "vae_baseline.png").stat().st_size > 1000
-    assert studies.main(args) == 0  # cached: nothing is retrained
+    for row in rows:  # world models also probe the encoder's mean token, beside its random init; VAEs have none
+        if row["name"].startswith("vae"):
+            assert "tokens" not in row
+        else:
+            assert set(row["tokens"]) == {"trained", "random_init"}
+            assert all(0 <= t["acc_wg"] <= 1 and t["seeds"] == 2 for t in row["tokens"].values())
+            assert f"{row['tokens']['trained']['acc_wg']:.3f} ± " in table
+    cached = tmp_path / "runs" / "default" / "study.json"
+    first = json.loads(cached.read_text())
+    cached.write_text(json.dumps({k: v for k, v in first.items() if k != "tokens"}))  # a row of an older harness
+    assert studies.main(args) == 0  # cached: nothing is retrained; the missing token probes come from the export
     assert "== " not in capsys.readouterr().out
+    assert json.loads(cached.read_text())["tokens"] == first["tokens"]
     assert studies.main([*args[:3], "3", *args[4:]]) == 0  # another spec (steps) retrains
     assert capsys.readouterr().out.count("== ") == 4

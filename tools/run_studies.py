@@ -100,6 +100,12 @@ def run_variant(name: str, args) -> dict:
     if cache.exists():
         row = json.loads(cache.read_text())
         if row.get("spec") == spec:
+            if kind == "wm" and "tokens" not in row:  # a row from before the token probes: add them from its export
+                from hrssm import WorldModel
+
+                model = WorldModel.from_pretrained(run_dir / "export").eval()
+                row["tokens"] = token_probes(model, _splits(args.data, model.cfg.image_size), args.probe_seeds)
+                atomic_write_text(cache, json.dumps(row, indent=2))
             return row
     from hrssm.evaluation import standard_probes
     from hrssm.train_config import TrainConfig
@@ -136,13 +142,28 @@ def run_variant(name: str, args) -> dict:
     seeds = tuple(range(args.probe_seeds))
     probes = {k: standard_probes(f, seeds) for k, f in feats.items()}
     recon = {k: float(feats["trained"]["test"][k]) for k in RECON_KEYS if k in feats["trained"]["test"]}
+    tokens = token_probes(model, splits, args.probe_seeds) if kind == "wm" else None
     row = {"name": name, "label": label, "spec": spec, "train_seconds": round(seconds, 1), "params": params,
            "kl_global_raw": metrics.get("kl_global_raw"), "kl_local_raw": metrics.get("kl_local_raw"),
            "reconstruction": recon, "probes": {k: v.to_dict() for k, v in probes["trained"].items()},
            "random_init": {k: v.to_dict() for k, v in probes["random init"].items()}}
+    if tokens is not None:
+        row["tokens"] = tokens
     atomic_write_text(cache, json.dumps(row, indent=2))
     print(f"   {_cells(row)}", flush=True)
     return row
+
+
+def token_probes(model, splits: dict, probe_seeds: int) -> dict:
+    """The headline bird probe on the encoder's mean patch token (`encode(features="tokens")`) of the trained model
+    and of its random-init twin: {"trained": DFR probe, "random_init": DFR probe}."""
+    from hrssm.evaluation import standard_probes
+    from hrssm.report import RANDOM_INIT, TRAINED, feature_sets
+
+    feats = feature_sets(model, splits, floors=True, progress=False, features="tokens")
+    seeds = tuple(range(probe_seeds))
+    return {key: standard_probes(feats[name], seeds)[DFR].to_dict()
+            for key, name in (("trained", TRAINED), ("random_init", RANDOM_INIT))}
 
 
 def _splits(data, image_size: int) -> dict:
@@ -183,13 +204,18 @@ def _cells(row: dict, pixels: dict | None = None) -> str:
         _fmt(row["kl_global_raw"], ".2f"), _fmt(row["kl_local_raw"], ".1f"),
         f"**{_pm(p[DFR])}**", _pm(f[DFR]), f"{p[DFR]['acc_wg'] - floor:+.3f}", f"{p[DFR]['acc_avg']:.3f}",
         f"{p[ERM]['acc_wg']:.3f} / {p[ERM]['adj_acc_avg']:.3f}", _pm(p[KNN]), f"{p[PLACE]['acc_avg']:.3f}",
-        f"{row['params'] / 1e6:.2f} M", f"{row['train_seconds']:.0f}"])
+        _tokens_cell(row), f"{row['params'] / 1e6:.2f} M", f"{row['train_seconds']:.0f}"])
+
+
+def _tokens_cell(row: dict) -> str:
+    t = row.get("tokens")
+    return "n/a" if t is None else f"{_pm(t['trained'])} ({t['random_init']['acc_wg']:.3f})"
 
 
 HEADER = ("| setting | recon std ratio | PSNR gain (dB) | KL global | KL local | bird, DFR: worst group | "
           "same config, random init: DFR worst group | margin over the best floor | bird, DFR: average | "
-          "bird, fit on train: worst / adjusted avg | bird, kNN: worst group | background accuracy | params | "
-          "train s |")
+          "bird, fit on train: worst / adjusted avg | bird, kNN: worst group | background accuracy | "
+          "encoder's mean token: bird DFR worst group (its random init) | params | train s |")
 
 
 def write_study(study: str, rows: list[dict], pixels: dict, out: Path, command: str) -> None:
@@ -198,11 +224,11 @@ def write_study(study: str, rows: list[dict], pixels: dict, out: Path, command: 
     lines = [f"# {title}", "", f"Made by `{command}` (tiny model unless the row says otherwise, synthetic "
              f"Waterbirds 64x64, {rows[0]['spec']['steps']} steps of batch 16; probes: docs/evaluation.md, "
              f"mean ± std over {rows[0]['spec']['seeds']} probe seeds; see docs/studies/README.md).", "",
-             HEADER, "| " + " | ".join(["---"] * 14) + " |"]
+             HEADER, "| " + " | ".join(["---"] * 15) + " |"]
     lines += [f"| {row['label']} | {_cells(row, pixels)} |" for row in rows]
     lines += [f"| *floor: raw pixels (32x32)* | | | | | {_pm(pp[DFR])} | | | {pp[DFR]['acc_avg']:.3f} | "
               f"{pp[ERM]['acc_wg']:.3f} / {pp[ERM]['adj_acc_avg']:.3f} | {_pm(pp[KNN])} | "
-              f"{pp[PLACE]['acc_avg']:.3f} | | |"]
+              f"{pp[PLACE]['acc_avg']:.3f} | | | |"]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / f"{study}.md", "\n".join(lines) + "\n")
     atomic_write_text(out / f"{study}.json", json.dumps({"title": title, "command": command, "rows": rows,
