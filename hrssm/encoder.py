@@ -83,16 +83,12 @@ class EncodesImages:
         Returns h (B, deter), z (B, stoch * classes) one-hot, s (B, cells, local_dim) (absent without a local level),
         and with `tokens` also tokens (B, width): the encoder's mean patch token, from the same forward pass.
         """
-        from .data.preprocess import preprocess
-
         with eval_mode(self):
-            param = next(self.parameters())
-            x = preprocess(images, **self.cfg.preprocessing()).to(param.device, param.dtype)
-            cls, patch_tokens = self.encoder(x)  # (B, D), (B, P, D)
+            cls, patch_tokens = self._encoder_pass(images)  # (B, D), (B, P, D)
             cells = None
             if self.cfg.rssm.local_grid:
                 cells = tokens_to_cells(patch_tokens, self.cfg.rssm.local_grid, self.cfg.cell_patches)[:, None]
-            actions = x.new_zeros(x.shape[0], 1, self.cfg.action_dim)
+            actions = cls.new_zeros(cls.shape[0], 1, self.cfg.action_dim)
             traj = self.rssm.observe(cls[:, None], cells, actions, sample=False)
         out = {"h": traj.h[:, 0], "z": traj.z[:, 0]}
         if traj.s is not None:
@@ -101,13 +97,20 @@ class EncodesImages:
             out["tokens"] = patch_tokens.mean(1)
         return out
 
+    def _encoder_pass(self, images) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ViT encoder on images preprocessed as recorded: CLS (B, D), patch tokens (B, P, D)."""
+        from .data.preprocess import preprocess
+
+        param = next(self.parameters())
+        return self.encoder(preprocess(images, **self.cfg.preprocessing()).to(param.device, param.dtype))
+
     @torch.no_grad()
     def encode(self, images, features: str = "latents") -> torch.Tensor:
         """(B, D) features of each image seen once. features="latents" (default): [h, z, s of every cell in
         row-major order] (`WorldModel.features` of one view, D = `feature_dim`); "tokens": the encoder's mean patch
         token (D = encoder width), the input of `loss.contrastive_input="tokens"`."""
-        check_features(features)
-        lat = self.encode_latents(images, tokens=features == "tokens")
-        if features == "tokens":
-            return lat["tokens"]
+        if check_features(features) == "tokens":
+            with eval_mode(self):
+                return self._encoder_pass(images)[1].mean(1)
+        lat = self.encode_latents(images)
         return self.rssm.features(lat["h"], lat["z"], lat.get("s"))

@@ -24,6 +24,7 @@ import torch
 from ._io import atomic_file
 from .config import ModelConfig
 from .data.preprocess import check_finite
+from .encoder import check_features
 from .errors import HrssmError, one_line
 from .export import ENCODER_PREFIXES
 
@@ -65,8 +66,6 @@ def dataset_latents(encoder, ds, batch_size: int = 128, progress: bool = True, d
     `features` array holds (`Encoder.encode`): "latents" [h, z, s] or "tokens" (the encoder's mean patch token,
     then also kept as `tokens`)."""
     from tqdm.auto import tqdm
-
-    from .encoder import check_features
 
     with_tokens = check_features(features) == "tokens"
     parts: dict[str, list[torch.Tensor]] = {"h": [], "z": [], "s": [], "tokens": []}

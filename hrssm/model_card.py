@@ -50,6 +50,10 @@ def add_evaluation(export_dir: str | os.PathLike, evaluation: dict[str, Any], ev
     """Put an evaluation of the export into its card: `eval_results` metadata and a results section with the
     pictures (copied from `eval_dir` into ``export_dir/evaluation/``). A second evaluation replaces the first."""
     export_dir, eval_dir = Path(export_dir), Path(eval_dir)
+    if evaluation.get("model_features", "latents") != "latents":
+        raise ValueError(f"this evaluation probed the model's {evaluation['model_features']!r}, not what encode() "
+                         "returns by default (its latents): the card only records the latter; evaluate without "
+                         "--features tokens to update it")
     card = ModelCard.load(export_dir / "README.md")
     pictures = evaluation.get("pictures") or {}
     with atomic_directory(export_dir / PICTURES_DIR) as work:
@@ -163,6 +167,7 @@ Metrics at the end of training (averaged over the last log window, training view
 import hrssm
 enc = hrssm.load("THIS_FOLDER_OR_REPO")      # encoder + RSSM posterior; revision=, token=, cache_dir=, ...
 features = enc.encode(images)                 # (B, {dim}) = [h, z, s of every cell]
+tokens = enc.encode(images, features="tokens")  # (B, {cfg.encoder.width}): the encoder's mean patch token
 model = hrssm.load_world_model("THIS_FOLDER_OR_REPO")   # full model, decoder included (= WorldModel.from_pretrained)
 ```
 

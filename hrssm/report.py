@@ -21,6 +21,7 @@ import torch
 from ._io import atomic_write_text
 from .data import GROUP_NAMES, SPLITS, load_waterbirds, preprocess
 from .data.contact_sheet import contact_sheet
+from .encoder import check_features
 from .evaluation import (
     DFR_PROBE,
     PROBE_SEEDS,
@@ -107,8 +108,6 @@ def evaluate_model(model: WorldModel, data: str | os.PathLike, out_dir: str | os
     features: what is probed, for the model and its random-init floor alike: "latents" ([h, z, s], the default) or
     "tokens" (the encoder's mean patch token); see `Encoder.encode`.
     """
-    from .encoder import check_features
-
     check_features(features)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -138,13 +137,14 @@ def evaluate_model(model: WorldModel, data: str | os.PathLike, out_dir: str | os
 
     if pictures:
         progress("drawing the pictures")
-        result.pictures = _pictures(model, splits["test"], feats[TRAINED]["test"], result.probes, out, latent_maps)
+        result.pictures = _pictures(model, splits["test"], feats[TRAINED]["test"], result.probes, out, latent_maps,
+                                    "latents" if features == "latents" else "mean patch tokens")
     _write_json(out / "eval.json", {**result.to_dict(), **(extra_json or {})})
     _write_report(out, result, report_intro or [])
     return result
 
 
-def _pictures(model, test, test_feats, probes, out: Path, latent_maps) -> dict[str, str]:
+def _pictures(model, test, test_feats, probes, out: Path, latent_maps, what: str = "latents") -> dict[str, str]:
     from .plots import METHOD_NAMES, group_accuracy_bars, latent_map
 
     files = {"Test samples, one row per group": "test_samples.png"}
@@ -157,7 +157,7 @@ def _pictures(model, test, test_feats, probes, out: Path, latent_maps) -> dict[s
     for method in latent_maps:
         if method == "umap" and importlib.util.find_spec("umap") is None:
             continue  # optional: pip install umap-learn (the [viz] extra)
-        files[f"{METHOD_NAMES[method]} of test latents, coloured by bird and by background"] = f"latents_{method}.png"
+        files[f"{METHOD_NAMES[method]} of test {what}, coloured by bird and by background"] = f"latents_{method}.png"
         latent_map(test_feats, out / f"latents_{method}.png", method)
     return files
 

@@ -11,6 +11,7 @@ from recipes_loader import load_recipe
 from hrssm import ModelConfig, WorldModel, export
 from hrssm.data import load_waterbirds, preprocess
 from hrssm.evaluation import DFR_C_GRID, DFR_PROBE, ERM_PROBE, PLACE_PROBE, PROBES, wilds_group_names
+from hrssm.model_card import add_evaluation
 from hrssm.report import RANDOM_INIT, TRAINED, feature_sets, random_init_encoder
 
 
@@ -29,7 +30,7 @@ def test_eval_probe_writes_the_floors_table_json_pictures_and_report(export_dir,
     printed = capsys.readouterr().out
     assert "| probe | average | worst group | adjusted average | C / k |" in printed
     result = json.loads((out / "eval.json").read_text())
-    assert set(result["probes"]) == set(PROBES)
+    assert set(result["probes"]) == set(PROBES) and result["model_features"] == "latents"
     assert list(result["features"]) == ["trained", "random init (same config, seed 0)", "raw pixels (32x32)"]
     for features, probes in result["features"].items():
         assert set(probes) == set(PROBES)
@@ -73,6 +74,9 @@ def test_eval_probe_on_the_encoders_tokens_probes_them_for_the_floor_too_and_lea
     assert list(result["features"]) == ["trained", "random init (same config, seed 0)", "raw pixels (32x32)"]
     assert "the encoder's mean patch token" in capsys.readouterr().out
     assert (export_dir / "README.md").read_bytes() == card  # the card describes encode()'s default features
+    with pytest.raises(ValueError, match="probed the model's 'tokens'.*without --features tokens"):
+        add_evaluation(export_dir, result, export_dir.parent / "eval_tokens")
+    assert (export_dir / "README.md").read_bytes() == card
 
 
 def test_token_feature_sets_are_the_mean_patch_token_of_the_model_and_of_its_random_init(synthetic_disk):

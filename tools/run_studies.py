@@ -101,11 +101,7 @@ def run_variant(name: str, args) -> dict:
         row = json.loads(cache.read_text())
         if row.get("spec") == spec:
             if kind == "wm" and "tokens" not in row:  # a row from before the token probes: add them from its export
-                from hrssm import WorldModel
-
-                model = WorldModel.from_pretrained(run_dir / "export").eval()
-                row["tokens"] = token_probes(model, _splits(args.data, model.cfg.image_size), args.probe_seeds)
-                atomic_write_text(cache, json.dumps(row, indent=2))
+                _add_token_probes(name, row, run_dir, cache, args)
             return row
     from hrssm.evaluation import standard_probes
     from hrssm.train_config import TrainConfig
@@ -154,16 +150,30 @@ def run_variant(name: str, args) -> dict:
     return row
 
 
+def _add_token_probes(name: str, row: dict, run_dir: Path, cache: Path, args) -> None:
+    """Probe the encoder tokens of a cached row's export and add them to the row (n/a in the table without one)."""
+    from hrssm import WorldModel
+
+    if not (run_dir / "export" / "config.json").is_file():
+        print(f"   {name}: cached row without its export ({run_dir / 'export'}): encoder tokens n/a", flush=True)
+        return
+    print(f"   {name}: cached row; probing its encoder tokens", flush=True)
+    model = WorldModel.from_pretrained(run_dir / "export").eval()
+    row["tokens"] = token_probes(model, _splits(args.data, model.cfg.image_size), args.probe_seeds)
+    atomic_write_text(cache, json.dumps(row, indent=2))
+
+
 def token_probes(model, splits: dict, probe_seeds: int) -> dict:
     """The headline bird probe on the encoder's mean patch token (`encode(features="tokens")`) of the trained model
     and of its random-init twin: {"trained": DFR probe, "random_init": DFR probe}."""
-    from hrssm.evaluation import standard_probes
-    from hrssm.report import RANDOM_INIT, TRAINED, feature_sets
+    from hrssm.evaluation import dfr_probe, encode_dataset
+    from hrssm.report import random_init_encoder
 
-    feats = feature_sets(model, splits, floors=True, progress=False, features="tokens")
-    seeds = tuple(range(probe_seeds))
-    return {key: standard_probes(feats[name], seeds)[DFR].to_dict()
-            for key, name in (("trained", TRAINED), ("random_init", RANDOM_INIT))}
+    out = {}
+    for key, encoder in (("trained", model), ("random_init", random_init_encoder(model.cfg))):
+        f = {s: encode_dataset(encoder, d, features="tokens") for s, d in splits.items()}
+        out[key] = dfr_probe(f["train"], f["validation"], f["test"], seeds=tuple(range(probe_seeds))).to_dict()
+    return out
 
 
 def _splits(data, image_size: int) -> dict:

@@ -11,9 +11,11 @@
    (the shortcut), by kNN on balanced validation; the background (place)
 3. prints average, worst-group and adjusted-average accuracy (mean ± std over probe seeds) for the model and its
    floors, and every probe's per-group accuracies; metrics: hrssm/metrics/group_accuracy.py (an `evaluate` module)
-4. writes eval.json, report.md and the pictures (test reconstructions, per-group bars, t-SNE / UMAP of test latents)
+4. writes eval.json, report.md and the pictures (test reconstructions, per-group bars, t-SNE / UMAP of the test
+   features)
 5. a local export gets the results in its model card (eval_results metadata, a results table, the pictures in
-   export/evaluation/), and a run folder's trackers (TensorBoard: logs/) get the pictures
+   export/evaluation/; not with `--features tokens`: the card describes `encode()`'s default features), and a run
+   folder's trackers (TensorBoard: logs/) get the pictures (tags eval/..., or eval_tokens/...)
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..tracking import log_pictures_to_run
 
     p = model_and_data_parser(__doc__)
-    p.add_argument("--out", default=None, help="output folder (default: eval/ beside a local export, else "
-                   "eval-OWNER--NAME/ here)")
+    p.add_argument("--out", default=None, help="output folder (default: eval/, or eval_tokens/ with --features "
+                   "tokens, beside a local export, else eval-OWNER--NAME/ here)")
     p.add_argument("--no-pictures", action="store_true", help="skip the PNGs (t-SNE takes ~30 s on 2 cores)")
     p.add_argument("--no-floors", action="store_true", help="skip the random-init and raw-pixel floors")
     p.add_argument("--no-card", action="store_true", help="leave the export's model card as it is")
