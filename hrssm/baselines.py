@@ -1,7 +1,8 @@
 """Baselines for the studies: a plain VAE with the same ViT encoder and ViT decoder as a world model config.
 
-No recurrence, no learned prior: a global Gaussian latent from the CLS token and (when `rssm.local_grid` > 0) a
-Gaussian latent per grid cell from that cell's patch tokens, both with a fixed N(0, I) prior. Same reconstruction
+No recurrence, no learned prior: a global Gaussian latent from the encoder's global embedding (`encoder.pool`) and
+(when `rssm.local_grid` > 0) a Gaussian latent per grid cell from that cell's patch tokens, both with a fixed N(0, I)
+prior. Same reconstruction
 loss (`loss.recon_scale` x summed squared error) and free nats per level as the world model; `beta` scales the KL.
 """
 
@@ -38,8 +39,8 @@ class ViTVAE(nn.Module):
 
     def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """images (N, C, H, W) -> global (N, 2, G) and local (N, cells, 2, S) [mean, std] (None without a grid)."""
-        cls, tokens = self.encoder(images)
-        g = gaussian_params(self.global_head(cls), self.cfg.rssm.local_min_std)
+        embed, tokens = self.encoder(images)
+        g = gaussian_params(self.global_head(embed), self.cfg.rssm.local_min_std)
         if self.local_head is None:
             return g, None
         cells = tokens_to_cells(tokens, self.cfg.rssm.local_grid, self.cfg.cell_patches)

@@ -35,6 +35,9 @@ class EncoderConfig(Config):
     # "patch": one linear map per patch (ViT); "conv": log2(patch_size) stride-2 3x3 convolutions (Xiao et al. 2021,
     # "Early convolutions help transformers see better"), which lets a shallow encoder see shapes (docs/model.md)
     stem: Literal["patch", "conv"] = "patch"
+    # the global embedding the RSSM's global posterior reads: "cls", the CLS token; "mean", the patch tokens averaged
+    # (the vector that loss.contrastive_input="tokens" trains, so a contrastive gain reaches the global latent z)
+    pool: Literal["cls", "mean"] = "cls"
 
     def validate(self) -> None:
         self.check(integer, "patch_size", "width", "depth", "heads")
@@ -110,6 +113,9 @@ class LossConfig(Config):
     # what the contrastive loss compares: "z", the global latents; "tokens", the encoder's patch tokens averaged
     # (the encoder itself learns what the views share, e.g. the object under views.paste / views.grayscale)
     contrastive_input: Literal["z", "tokens"] = "z"
+    # which views are compared: "consecutive", view t with view t + 1; "all", every view of an image with every other
+    # (SimCLR: one softmax over all B*T views, each with T - 1 positives: more negatives per step; Barlow: all pairs)
+    contrastive_pairs: Literal["consecutive", "all"] = "consecutive"
     contrastive_scale: float = 1.0  # weight of the contrastive loss
     contrastive_dim: int = 128  # output size of the projector the contrastive loss compares
     simclr_temperature: float = 0.1  # SimCLR softmax temperature

@@ -1,4 +1,7 @@
-"""Patch ViT encoder: (N, 3, H, W) in [-0.5, 0.5] -> CLS embedding (N, D) and patch tokens (N, P, D).
+"""Patch ViT encoder: (N, 3, H, W) in [-0.5, 0.5] -> global embedding (N, D) and patch tokens (N, P, D).
+
+The global embedding (what the RSSM's global posterior reads) is the CLS token (`pool="cls"`) or the mean patch
+token (`pool="mean"`).
 
 The patch tokens come from a linear patch embedding (`stem="patch"`, ViT) or from a convolutional stem
 (`stem="conv"`, Xiao et al. 2021): both give one token per patch_size x patch_size patch, row-major.
@@ -44,12 +47,15 @@ class ViTEncoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.width)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (N, C, H, W) -> global embedding (N, D) (CLS or mean patch token, `cfg.pool`), patch tokens
+        (N, P, D)."""
         x = self.patch_embed(images).flatten(2).transpose(1, 2) + self.pos_embed  # (N, P, D), row-major patches
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)
-        return x[:, 0], x[:, 1:]
+        tokens = x[:, 1:]
+        return (x[:, 0] if self.cfg.pool == "cls" else tokens.mean(1)), tokens
 
 
 def tokens_to_cells(tokens: torch.Tensor, grid: int, cell: int) -> torch.Tensor:
@@ -84,12 +90,12 @@ class EncodesImages:
         and with `tokens` also tokens (B, width): the encoder's mean patch token, from the same forward pass.
         """
         with eval_mode(self):
-            cls, patch_tokens = self._encoder_pass(images)  # (B, D), (B, P, D)
+            embed, patch_tokens = self._encoder_pass(images)  # (B, D), (B, P, D)
             cells = None
             if self.cfg.rssm.local_grid:
                 cells = tokens_to_cells(patch_tokens, self.cfg.rssm.local_grid, self.cfg.cell_patches)[:, None]
-            actions = cls.new_zeros(cls.shape[0], 1, self.cfg.action_dim)
-            traj = self.rssm.observe(cls[:, None], cells, actions, sample=False)
+            actions = embed.new_zeros(embed.shape[0], 1, self.cfg.action_dim)
+            traj = self.rssm.observe(embed[:, None], cells, actions, sample=False)
         out = {"h": traj.h[:, 0], "z": traj.z[:, 0]}
         if traj.s is not None:
             out["s"] = traj.s[:, 0]
@@ -98,7 +104,7 @@ class EncodesImages:
         return out
 
     def _encoder_pass(self, images) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ViT encoder on images preprocessed as recorded: CLS (B, D), patch tokens (B, P, D)."""
+        """The ViT encoder on images preprocessed as recorded: global embedding (B, D), patch tokens (B, P, D)."""
         from .data.preprocess import preprocess
 
         param = next(self.parameters())

@@ -72,14 +72,21 @@ def barlow_twins_loss(a: torch.Tensor, b: torch.Tensor, off_diagonal_weight: flo
 
 def simclr_loss(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """NT-Xent: each row of `a` must pick its own row of `b` (and vice versa) among all 2N - 1 others."""
-    n = a.shape[0]
-    if n < 2:
-        raise ValueError("SimCLR needs a batch of at least 2")
-    x = F.normalize(torch.cat([a, b]).float(), dim=-1)
-    sim = x @ x.T / temperature
-    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=x.device), float("-inf"))
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(x.device)
-    return F.cross_entropy(sim, target)
+    return multiview_simclr_loss(torch.stack([a, b], dim=1), temperature)
+
+
+def multiview_simclr_loss(x: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """NT-Xent over V views of N images, x (N, V, D): each of the N*V projections must pick the other V - 1 views
+    of its image among all N*V - 1 others (SupCon's multi-positive form, Khosla et al. 2020). V = 2 is SimCLR."""
+    n, v = x.shape[:2]
+    if n < 2 or v < 2:
+        raise ValueError(f"SimCLR needs a batch of at least 2 images with at least 2 views each, got {n} x {v}")
+    z = F.normalize(x.reshape(n * v, -1).float(), dim=-1)  # row i * v + j: view j of image i
+    self_mask = torch.eye(n * v, dtype=torch.bool, device=z.device)
+    log_prob = (z @ z.T / temperature).masked_fill(self_mask, float("-inf")).log_softmax(dim=-1)
+    image = torch.arange(n, device=z.device).repeat_interleave(v)
+    positive = (image[:, None] == image[None, :]) & ~self_mask
+    return -log_prob.masked_fill(~positive, 0.0).sum(dim=-1).div(v - 1).mean()
 
 
 def latent_prediction_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Per step t (the state at t = 0 is the learned initial state, no transition):
 
-    global  h_t = GRU(h_{t-1}, [z_{t-1}, a_{t-1}])    prior p(z_t | h_t)    posterior q(z_t | h_t, cls_t)
+    global  h_t = GRU(h_{t-1}, [z_{t-1}, a_{t-1}])    prior p(z_t | h_t)    posterior q(z_t | h_t, e_t)
     local   c_t = mixer(prev(s_{t-1}) + ctx(h_t, z_t) + pos)                    (one hidden vector per cell)
             prior p(s_t | c_t)                        posterior q(s_t | c_t, patch tokens of the cell at t)
 
@@ -136,7 +136,7 @@ class HierarchicalRSSM(nn.Module):
                  sample: bool = True) -> Step:
         """Posterior step: each level's prior step, then its posterior from the observation, sampled top-down.
 
-        embed (B, E) CLS of the view; cells (B, cells, cell_input_dim) its patch tokens per cell (None without a
+        embed (B, E) the view's global embedding (the encoder's CLS or mean token); cells (B, cells, cell_input_dim) its patch tokens per cell (None without a
         local level); action (B, A) taken after `prev`, None at t = 0 (no transition: `prev` is `initial`).
         """
         h, prior_g = self._global_prior(prev, action)

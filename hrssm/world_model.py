@@ -9,6 +9,7 @@ level (the KL balance and free nats: `hrssm.objectives.balanced_kl`), `_pixel_lo
 """
 
 import copy
+import itertools
 import warnings
 from dataclasses import dataclass
 
@@ -60,7 +61,7 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
         context_dim = rssm_cfg.deter + self.rssm.z_dim
         self.decoder: ViTDecoder | None = None  # reconstruction
         self.target_encoder: ViTEncoder | None = None  # latent prediction: an EMA copy of the encoder gives targets
-        self.predictor: nn.Module | None = None  # latent prediction: features -> the next view's target CLS
+        self.predictor: nn.Module | None = None  # latent prediction: features -> the next view's target embedding
         self.local_predictor: nn.Module | None = None  # latent prediction: a cell's latent -> its target tokens
         self.projector: nn.Module | None = None  # contrastive: z -> the space the contrastive loss compares
         if cfg.loss.objective == "reconstruction":
@@ -78,11 +79,12 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
     # -- pieces -----------------------------------------------------------------------------------------------------
 
     def encode_views(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """views (B, T, C, H, W) -> CLS (B, T, D), patch tokens (B*T, P, D), cell inputs (B, T, cells, k*k*D)."""
+        """views (B, T, C, H, W) -> global embedding (B, T, D) (CLS or mean token, `encoder.pool`), patch tokens
+        (B*T, P, D), cell inputs (B, T, cells, k*k*D)."""
         b, t = views.shape[:2]
-        cls, tokens = self.encoder(views.flatten(0, 1))
+        embed, tokens = self.encoder(views.flatten(0, 1))
         cells = self._cells(tokens).unflatten(0, (b, t)) if self.cfg.rssm.local_grid else None
-        return cls.unflatten(0, (b, t)), tokens, cells
+        return embed.unflatten(0, (b, t)), tokens, cells
 
     def _cells(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens_to_cells(tokens, self.cfg.rssm.local_grid, self.cfg.cell_patches)
@@ -179,11 +181,11 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
         return loss_cfg.recon_scale * rec, {"recon_loss": rec, **image_metrics(pred, target, mean_image)}
 
     def _latent_prediction(self, views: torch.Tensor, traj: Trajectory) -> LossTerm:
-        """Predict the EMA target encoder's CLS of the next view (cyclic) and its cell tokens of the same view."""
+        """Predict the EMA target encoder's global embedding of the next view (cyclic) and its cell tokens of the same view."""
         b, steps = views.shape[:2]
         with torch.no_grad():
-            target_cls, target_tokens = self.target_encoder(views.flatten(0, 1))
-        target_g = target_cls.unflatten(0, (b, steps)).roll(-1, dims=1)
+            target_embed, target_tokens = self.target_encoder(views.flatten(0, 1))
+        target_g = target_embed.unflatten(0, (b, steps)).roll(-1, dims=1)
         loss = objectives.latent_prediction_loss(self.predictor(self.features(traj)), target_g).mean()
         if traj.s is not None:
             k, width = self.cfg.cell_patches, self.cfg.encoder.width
@@ -196,18 +198,23 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
                                                          "input_max": flat.max()}
 
     def _contrastive(self, source: torch.Tensor) -> LossTerm:
-        """Barlow Twins or SimCLR between consecutive views, on the projection of source (B, T, F): the global
-        latents z or the mean patch tokens (`loss.contrastive_input`)."""
+        """Barlow Twins or SimCLR between the views of each image (consecutive ones or all, `loss.contrastive_pairs`),
+        on the projection of source (B, T, F): the global latents z or the mean patch tokens
+        (`loss.contrastive_input`)."""
         loss_cfg, steps = self.cfg.loss, source.shape[1]
         if steps < 2:
             raise ValueError("loss.contrastive needs at least 2 views per image (views.num_views >= 2)")
         proj = self.projector(source)  # (B, T, D)
-        pair_losses = [
-            objectives.barlow_twins_loss(proj[:, t], proj[:, t + 1], loss_cfg.barlow_lambda)
-            if loss_cfg.contrastive == "barlow" else
-            objectives.simclr_loss(proj[:, t], proj[:, t + 1], loss_cfg.simclr_temperature) for t in range(steps - 1)
-        ]
-        con = torch.stack(pair_losses).mean()
+        if loss_cfg.contrastive == "simclr" and loss_cfg.contrastive_pairs == "all":
+            con = objectives.multiview_simclr_loss(proj, loss_cfg.simclr_temperature)
+        else:
+            pairs = (itertools.combinations(range(steps), 2) if loss_cfg.contrastive_pairs == "all"
+                     else zip(range(steps - 1), range(1, steps)))
+            con = torch.stack([
+                objectives.barlow_twins_loss(proj[:, i], proj[:, j], loss_cfg.barlow_lambda)
+                if loss_cfg.contrastive == "barlow" else
+                objectives.simclr_loss(proj[:, i], proj[:, j], loss_cfg.simclr_temperature) for i, j in pairs
+            ]).mean()
         return loss_cfg.contrastive_scale * con, {"contrastive_loss": con}
 
     def _encoder_grad_norms(self, tokens, embed, loss_kl, loss_rest) -> dict[str, torch.Tensor]:

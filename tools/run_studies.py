@@ -34,6 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = 2  # the evaluation protocol's version: cached rows of another protocol are re-evaluated
 DEMO = ROOT / "recipes" / "configs" / "demo.yaml"
 
+_SIMCLR = ["--model.encoder.stem", "conv", "--views.grayscale", "0.5", "--views.paste", "0.7",
+           "--model.loss.contrastive", "simclr", "--model.loss.contrastive_input", "tokens",
+           "--model.loss.contrastive_scale", "20000"]  # object views + SimCLR on the encoder's mean patch token
+
 # variant -> (label, overrides of demo.yaml, kind)
 VARIANTS: dict[str, tuple[str, list[str], str]] = {
     "default": ("default: T=4 augment, global+local, recon, free nats 1 / 0.1", [], "wm"),
@@ -64,9 +68,12 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
                                              "--views.paste", "0.7"], "wm"),
     "object_views_simclr": ("object views + SimCLR on the mean patch tokens (contrastive_scale 2e4: the encoder's "
                             "gradient from reconstruction is ~5e4 x SimCLR's at scale 1)",
-                            ["--model.encoder.stem", "conv", "--views.grayscale", "0.5", "--views.paste", "0.7",
-                             "--model.loss.contrastive", "simclr", "--model.loss.contrastive_input", "tokens",
-                             "--model.loss.contrastive_scale", "20000"], "wm"),
+                            _SIMCLR, "wm"),
+    "simclr_mean_pool": ("object views + SimCLR on the mean token, which the global posterior reads (encoder.pool "
+                         "mean): SimCLR's features reach z", _SIMCLR + ["--model.encoder.pool", "mean"], "wm"),
+    "simclr_mean_pool_all": ("as simclr_mean_pool, SimCLR over all B x T views (loss.contrastive_pairs all: 63 "
+                             "candidates, 3 positives per view)",
+                             _SIMCLR + ["--model.encoder.pool", "mean", "--model.loss.contrastive_pairs", "all"], "wm"),
     "vae_beta1": ("plain VAE (beta 1), same encoder / decoder, T=1", [], "vae:1.0"),
     "vae_beta0.1": ("plain VAE (beta 0.1 = the world model's posterior KL weight), T=1", [], "vae:0.1"),
 }
@@ -84,6 +91,9 @@ STUDIES: dict[str, tuple[str, list[str]]] = {
     "encoder": ("Encoder: patch vs convolutional stem, 2 vs 4 blocks", ["default", "conv_stem", "encoder_depth4"]),
     "object_views": ("Views that keep the object and change its background (grayscale, paste), with and without "
                      "SimCLR on the encoder's tokens", ["default", "conv_stem", "object_views", "object_views_simclr"]),
+    "simclr_pool": ("SimCLR's gain into the exported latents: the global posterior reads the SimCLR-trained mean "
+                    "token; SimCLR over all views", ["object_views_simclr", "simclr_mean_pool",
+                                                     "simclr_mean_pool_all"]),
     "sequence": ("Sequence length and views: T = 1 / 4 / 8, repeat vs augment",
                  ["T1_repeat", "T1_augment", "T4_repeat", "default", "T8_repeat", "T8_augment"]),
 }
