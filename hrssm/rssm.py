@@ -136,8 +136,9 @@ class HierarchicalRSSM(nn.Module):
                  sample: bool = True) -> Step:
         """Posterior step: each level's prior step, then its posterior from the observation, sampled top-down.
 
-        embed (B, E) the view's global embedding (the encoder's CLS or mean token); cells (B, cells, cell_input_dim) its patch tokens per cell (None without a
-        local level); action (B, A) taken after `prev`, None at t = 0 (no transition: `prev` is `initial`).
+        embed (B, E) the view's global embedding (the encoder's CLS or mean token); cells (B, cells, cell_input_dim)
+        its patch tokens per cell (None without a local level); action (B, A) taken after `prev`, None at t = 0 (no
+        transition: `prev` is `initial`).
         """
         h, prior_g = self._global_prior(prev, action)
         post_g = self._categorical(self.post_global_obs(embed) + self.post_global_state(h))

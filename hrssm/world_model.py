@@ -181,7 +181,8 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
         return loss_cfg.recon_scale * rec, {"recon_loss": rec, **image_metrics(pred, target, mean_image)}
 
     def _latent_prediction(self, views: torch.Tensor, traj: Trajectory) -> LossTerm:
-        """Predict the EMA target encoder's global embedding of the next view (cyclic) and its cell tokens of the same view."""
+        """Predict the EMA target encoder's global embedding of the next view (cyclic) and its cell tokens of the
+        same view."""
         b, steps = views.shape[:2]
         with torch.no_grad():
             target_embed, target_tokens = self.target_encoder(views.flatten(0, 1))

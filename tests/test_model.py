@@ -42,6 +42,9 @@ def test_output_shapes(preset, size, steps):
     {"loss": {"contrastive": "barlow"}},
     {"loss": {"contrastive": "simclr", "recon_type": "normalized_patch"}},
     {"loss": {"contrastive": "simclr", "contrastive_input": "tokens"}},
+    {"loss": {"contrastive": "simclr", "contrastive_input": "tokens", "contrastive_pairs": "all"},
+     "encoder": {"pool": "mean"}},
+    {"loss": {"contrastive": "barlow", "contrastive_pairs": "all"}},
     {"loss": {"objective": "latent_prediction"}},
     {"rssm": {"local_grid": 0}},
     {"encoder": {"stem": "patch"}},
@@ -129,6 +132,41 @@ def test_loss_is_the_sum_of_its_named_terms():
     terms = (m["kl_global_loss"] + m["kl_local_loss"] + cfg.recon_scale * m["recon_loss"]
              + cfg.contrastive_scale * m["contrastive_loss"])
     torch.testing.assert_close(out.loss.detach(), terms)
+
+
+def test_contrastive_pairs_all_compares_every_pair_of_views():
+    from hrssm import objectives
+
+    torch.manual_seed(0)
+    for kind in ("barlow", "simclr"):
+        model = WorldModel(_tiny(loss={"contrastive": kind, "contrastive_input": "tokens", "contrastive_pairs": "all"}))
+        source = torch.randn(8, 3, model.cfg.encoder.width)  # (B, T, F) mean tokens
+        proj = model.projector(source)
+        got = model._contrastive(source)[1]["contrastive_loss"]
+        if kind == "barlow":  # the mean over the pairs (0, 1), (0, 2), (1, 2)
+            want = sum(objectives.barlow_twins_loss(proj[:, i], proj[:, j], model.cfg.loss.barlow_lambda)
+                       for i, j in ((0, 1), (0, 2), (1, 2))) / 3
+        else:  # one softmax over all 24 views
+            want = objectives.multiview_simclr_loss(proj, model.cfg.loss.simclr_temperature)
+        torch.testing.assert_close(got, want)
+        consecutive = WorldModel(_tiny(loss={"contrastive": kind, "contrastive_input": "tokens"}))
+        consecutive.projector.load_state_dict(model.projector.state_dict())
+        assert not torch.allclose(consecutive._contrastive(source)[1]["contrastive_loss"], got)
+
+
+def test_encoder_pool_mean_feeds_the_mean_token_to_the_global_posterior():
+    model = WorldModel(_tiny(encoder={"pool": "mean"})).eval()
+    images = torch.rand(3, 3, 32, 32) - 0.5
+    embed, tokens = model.encoder(images)
+    torch.testing.assert_close(embed, tokens.mean(1))
+    with torch.no_grad():  # z's logits at t = 0 are linear in the embedding: they follow the mean token
+        want = model.rssm.post_global_obs(tokens.mean(1)) + model.rssm.post_global_state(
+            model.rssm.initial(3).h)
+    z = model.encode_latents(images)["z"].unflatten(-1, (model.cfg.rssm.stoch, model.cfg.rssm.classes))
+    assert torch.equal(z.argmax(-1), want.unflatten(-1, z.shape[1:]).argmax(-1))
+    cls_model = WorldModel(_tiny())
+    cls_model.load_state_dict(model.state_dict())
+    assert not torch.equal(cls_model.encoder(images)[0], embed)  # "cls" (the default) reads the CLS token
 
 
 def test_contrastive_needs_two_views():

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -67,6 +69,30 @@ def test_contrastive_losses_prefer_matching_pairs():
         assert fn(a, a + 0.01 * torch.randn_like(a)) < fn(a, torch.randn(32, 16))
     with pytest.raises(ValueError, match="at least 2"):
         objectives.simclr_loss(a[:1], a[:1])
+
+
+def test_multiview_simclr_with_two_views_is_nt_xent():
+    torch.manual_seed(0)
+    a, b = torch.randn(6, 8), torch.randn(6, 8)
+    x = torch.nn.functional.normalize(torch.cat([a, b]), dim=-1)
+    logits = (x @ x.T / 0.1).masked_fill(torch.eye(12, dtype=torch.bool), float("-inf"))
+    target = torch.cat([torch.arange(6, 12), torch.arange(0, 6)])  # a's row i pairs with b's row i and back
+    expected = torch.nn.functional.cross_entropy(logits, target)
+    torch.testing.assert_close(objectives.multiview_simclr_loss(torch.stack([a, b], 1), 0.1), expected)
+    torch.testing.assert_close(objectives.simclr_loss(a, b, 0.1), expected)
+
+
+def test_multiview_simclr_groups_the_views_of_each_image():
+    torch.manual_seed(0)
+    centres = torch.randn(16, 1, 32)
+    grouped = centres + 0.05 * torch.randn(16, 4, 32)  # 4 views of each image near their centre
+    shuffled = grouped.flatten(0, 1)[torch.randperm(64)].unflatten(0, (16, 4))  # views of different images
+    # the minimum is log(V - 1): the 3 positives of a view share its softmax mass
+    assert objectives.multiview_simclr_loss(grouped) < math.log(3) + 0.05
+    assert objectives.multiview_simclr_loss(shuffled) > 5
+    for bad in (grouped[:1], grouped[:, :1]):
+        with pytest.raises(ValueError, match="at least 2 images with at least 2 views"):
+            objectives.multiview_simclr_loss(bad)
 
 
 def test_image_metrics_see_gray_and_perfect_reconstructions():
