@@ -74,6 +74,10 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
     "simclr_mean_pool_all": ("as simclr_mean_pool, SimCLR over all B x T views (loss.contrastive_pairs all: 63 "
                              "candidates, 3 positives per view)",
                              _SIMCLR + ["--model.encoder.pool", "mean", "--model.loss.contrastive_pairs", "all"], "wm"),
+    "simclr_z_mean_pool": ("object views + SimCLR on the global latent z (contrastive_input z, scale 2e4), whose "
+                           "posterior reads the mean token (encoder.pool mean): z itself must carry what views share",
+                           _SIMCLR[:-4] + ["--model.loss.contrastive_input", "z", "--model.loss.contrastive_scale",
+                                           "20000", "--model.encoder.pool", "mean"], "wm"),
     "vae_beta1": ("plain VAE (beta 1), same encoder / decoder, T=1", [], "vae:1.0"),
     "vae_beta0.1": ("plain VAE (beta 0.1 = the world model's posterior KL weight), T=1", [], "vae:0.1"),
 }
@@ -93,7 +97,7 @@ STUDIES: dict[str, tuple[str, list[str]]] = {
                      "SimCLR on the encoder's tokens", ["default", "conv_stem", "object_views", "object_views_simclr"]),
     "simclr_pool": ("SimCLR's gain into the exported latents: the global posterior reads the SimCLR-trained mean "
                     "token; SimCLR over all views", ["object_views_simclr", "simclr_mean_pool",
-                                                     "simclr_mean_pool_all"]),
+                                                     "simclr_mean_pool_all", "simclr_z_mean_pool"]),
     "sequence": ("Sequence length and views: T = 1 / 4 / 8, repeat vs augment",
                  ["T1_repeat", "T1_augment", "T4_repeat", "default", "T8_repeat", "T8_augment"]),
 }
