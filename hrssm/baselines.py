@@ -130,7 +130,8 @@ def train_vae(cfg, beta: float = 1.0, progress: bool = False) -> tuple[ViTVAE, d
 def vae_features(model: ViTVAE, ds, batch_size: int = 128, with_recon_metrics: bool = False,
                  max_recon_images: int = 1024) -> dict:
     """Like `hrssm.evaluation.encode_dataset` for a VAE: features (posterior means), label, place, group, img_id
-    and, with `with_recon_metrics`, recon_std_ratio / psnr / psnr_mean_image / psnr_gain of the first images."""
+    and, with `with_recon_metrics`, recon_std_ratio / psnr / psnr_mean_image / psnr_gain / seam_ratio of the first
+    images."""
     import numpy as np
 
     feats = [model.encode(ds[i : i + batch_size]["image"]).float().cpu() for i in range(0, len(ds), batch_size)]
@@ -141,5 +142,6 @@ def vae_features(model: ViTVAE, ds, batch_size: int = 128, with_recon_metrics: b
         n = min(len(ds), max_recon_images)
         target = preprocess(ds[:n]["image"], **model.cfg.preprocessing())
         recon = torch.cat([model.reconstruct(target[i : i + batch_size]) for i in range(0, n, batch_size)])
-        out.update({k: np.asarray(float(v)) for k, v in image_metrics(recon, target).items()})
+        metrics = image_metrics(recon, target, patch_size=model.cfg.encoder.patch_size)
+        out.update({k: np.asarray(float(v)) for k, v in metrics.items()})
     return out

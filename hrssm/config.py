@@ -89,9 +89,13 @@ class DecoderConfig(Config):
     depth: int = 8  # transformer blocks
     heads: int = 16  # attention heads per block
     mlp_ratio: float = 4.0  # MLP hidden size / width
+    # 0: a linear layer from each token to its patch's pixels (MAE); > 0: to this many channels per pixel, then two
+    # 3x3 convolutions to the image, which see across patch borders (a linear head leaves seams at patch edges)
+    conv_channels: int = 0
 
     def validate(self) -> None:
         self.check(integer, "width", "depth", "heads")
+        self.check(integer, "conv_channels", low=0)
         _check_width_fits_heads(self)
 
 
@@ -214,7 +218,7 @@ def decoder_config(cfg: ModelConfig, token_dim: int, latent_grid: int, context_d
     return ViTDecoderConfig(image_size=cfg.image_size, patch_size=cfg.encoder.patch_size, width=d.width,
                             depth=d.depth, heads=d.heads, mlp_ratio=d.mlp_ratio, token_dim=token_dim,
                             latent_grid=latent_grid, context_dim=context_dim, channels=cfg.channels,
-                            attention=cfg.attention)
+                            attention=cfg.attention, conv_channels=d.conv_channels)
 
 
 def _tiny() -> ModelConfig:

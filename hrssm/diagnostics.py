@@ -12,14 +12,17 @@ from dataclasses import dataclass, field
 import torch
 
 
-def image_metrics(recon: torch.Tensor, target: torch.Tensor, mean_image: torch.Tensor | None = None
-                  ) -> dict[str, torch.Tensor]:
+def image_metrics(recon: torch.Tensor, target: torch.Tensor, mean_image: torch.Tensor | None = None,
+                  patch_size: int | None = None) -> dict[str, torch.Tensor]:
     """recon_std_ratio, PSNR, the PSNR of the mean image (the floor to beat) and value ranges; images (N, C, H, W).
 
     recon_std_ratio: std of each decoded image over its pixels / std of its target, averaged (gray output -> ~0).
     mean_image: the dataset mean image (C, H, W); default: the mean of `target` (an optimistic floor).
+    patch_size: also seam_ratio, `seam_score` of the reconstructions / that of the targets (1: no more seams at
+    patch borders than the images have; 2: a block grid twice as sharp as the images' own edges there).
     """
     recon, target = recon.detach().float(), target.detach().float()
+    seams = {} if patch_size is None else {"seam_ratio": seam_score(recon, patch_size) / seam_score(target, patch_size)}
     ratio = recon.flatten(1).std(dim=1) / target.flatten(1).std(dim=1).clamp(min=1e-6)
     floor_image = target.mean(dim=0, keepdim=True) if mean_image is None else mean_image[None].to(target)
     psnr = _psnr(recon, target)
@@ -33,7 +36,22 @@ def image_metrics(recon: torch.Tensor, target: torch.Tensor, mean_image: torch.T
         "recon_max": recon.max(),
         "input_min": target.min(),
         "input_max": target.max(),
+        **seams,
     }
+
+
+def seam_score(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """How much sharper images (N, C, H, W) change across the borders of a patch_size grid than inside the patches:
+    the mean absolute difference between neighbouring pixels on either side of a border / the same between
+    neighbours inside a patch, averaged over columns and rows. About 1 for natural images and smooth
+    reconstructions; a decoder that paints each patch on its own leaves a block grid (> 1)."""
+    dx = (images[..., :, 1:] - images[..., :, :-1]).abs().mean(dim=(0, 1, 2))  # (W - 1,) jump after column j
+    dy = (images[..., 1:, :] - images[..., :-1, :]).abs().mean(dim=(0, 1, 3))  # (H - 1,) jump after row i
+    ratios = []
+    for jumps in (dx, dy):
+        border = (torch.arange(jumps.shape[0], device=jumps.device) + 1) % patch_size == 0
+        ratios.append(jumps[border].mean() / jumps[~border].mean().clamp(min=1e-8))
+    return torch.stack(ratios).mean()
 
 
 def _psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -64,14 +64,16 @@ def encode_dataset(model, ds, batch_size: int = 128, with_recon_metrics: bool = 
     ("latents" or "tokens", see `Encoder.encode`) says what the `features` array holds.
 
     With `with_recon_metrics` (and a pixel decoder), also the reconstruction metrics of the first
-    `max_recon_images` images decoded from those latents: recon_std_ratio, psnr, psnr_mean_image, psnr_gain.
+    `max_recon_images` images decoded from those latents: recon_std_ratio, psnr, psnr_mean_image, psnr_gain,
+    seam_ratio.
     """
     out = dataset_latents(model, ds, batch_size, progress=progress, desc=desc, features=features)
     if with_recon_metrics and getattr(model, "decoder", None) is not None:
         n = min(len(ds), max_recon_images)
         recon = decode_latents(model, out, n=n, batch_size=batch_size)
         target = preprocess(ds[:n]["image"], **model.cfg.preprocessing())
-        out.update({k: np.asarray(float(v)) for k, v in image_metrics(recon, target).items()})
+        metrics = image_metrics(recon, target, patch_size=model.cfg.encoder.patch_size)
+        out.update({k: np.asarray(float(v)) for k, v in metrics.items()})
     return out
 
 

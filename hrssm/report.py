@@ -35,7 +35,7 @@ from .evaluation import (
 from .viz import image_grid
 from .world_model import WorldModel
 
-RECON_KEYS = ("recon_std_ratio", "psnr", "psnr_mean_image", "psnr_gain")
+RECON_KEYS = ("recon_std_ratio", "psnr", "psnr_mean_image", "psnr_gain", "seam_ratio")
 TRAINED = "trained"
 RANDOM_INIT = "random init (same config, seed 0)"
 PIXEL_SIZE = 32
@@ -123,7 +123,8 @@ def evaluate_model(model: WorldModel, data: str | os.PathLike, out_dir: str | os
     if recon:
         lines += [f"Reconstruction of {min(1024, len(splits['test']))} held-out test images: recon_std_ratio "
                   f"{recon['recon_std_ratio']:.3f}, PSNR {recon['psnr']:.2f} dB vs the mean image's "
-                  f"{recon['psnr_mean_image']:.2f} dB (+{recon['psnr_gain']:.2f} dB)", ""]
+                  f"{recon['psnr_mean_image']:.2f} dB (+{recon['psnr_gain']:.2f} dB), seam ratio "
+                  f"{recon['seam_ratio']:.2f} (1: no block grid at patch borders)", ""]
     spread = f"mean ± std over {len(seeds)} probe seeds" if len(seeds) > 1 else "one probe seed"
     what = "" if features == "latents" else " (the encoder's mean patch token, for the model and its random init)"
     lines += [f"Test accuracy ({spread}) of the trained features{what} and their floors:", "", floors_table(results),

@@ -178,7 +178,8 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
         target, pred = views.flatten(0, 1), recon.flatten(0, 1)
         loss_cfg = self.cfg.loss
         rec = objectives.reconstruction_loss(pred, target, loss_cfg.recon_type, self.cfg.encoder.patch_size).mean()
-        return loss_cfg.recon_scale * rec, {"recon_loss": rec, **image_metrics(pred, target, mean_image)}
+        return loss_cfg.recon_scale * rec, {"recon_loss": rec, **image_metrics(pred, target, mean_image,
+                                                                                   self.cfg.encoder.patch_size)}
 
     def _latent_prediction(self, views: torch.Tensor, traj: Trajectory) -> LossTerm:
         """Predict the EMA target encoder's global embedding of the next view (cyclic) and its cell tokens of the

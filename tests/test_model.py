@@ -49,6 +49,7 @@ def test_output_shapes(preset, size, steps):
     {"rssm": {"local_grid": 0}},
     {"encoder": {"stem": "patch"}},
     {"encoder": {"stem": "conv"}},
+    {"decoder": {"conv_channels": 8}},
 ])
 def test_every_parameter_gets_a_finite_gradient(over):
     model = WorldModel(_tiny(**over))

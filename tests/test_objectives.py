@@ -95,6 +95,21 @@ def test_multiview_simclr_groups_the_views_of_each_image():
             objectives.multiview_simclr_loss(bad)
 
 
+def test_seam_score_sees_a_block_grid_and_not_smooth_images():
+    from hrssm.diagnostics import seam_score
+
+    torch.manual_seed(0)
+    u = torch.linspace(0, 1, 32)
+    phase = torch.rand(4, 3, 1, 1) * 6.28
+    smooth = 0.3 * torch.sin(6.28 * 1.3 * u[:, None] + phase) * torch.cos(6.28 * 0.7 * u[None, :] + phase)  # waves
+    blocks = torch.nn.functional.interpolate(torch.rand(4, 3, 4, 4), size=32, mode="nearest")  # 8x8 flat patches
+    assert 0.8 < seam_score(smooth, 8) < 1.2
+    assert seam_score(blocks + 0.01 * torch.randn_like(blocks), 8) > 10
+    metrics = image_metrics(blocks, smooth, patch_size=8)
+    torch.testing.assert_close(metrics["seam_ratio"], seam_score(blocks, 8) / seam_score(smooth, 8))
+    assert "seam_ratio" not in image_metrics(blocks, smooth)
+
+
 def test_image_metrics_see_gray_and_perfect_reconstructions():
     x = torch.rand(8, 3, 16, 16) - 0.5
     gray = image_metrics(torch.zeros_like(x), x)

@@ -44,6 +44,7 @@ def test_a_study_trains_evaluates_writes_and_reuses_its_runs(synthetic_disk, tmp
     for row in rows:
         assert set(row["probes"]) == set(PROBES) == set(row["random_init"])  # every variant beside its random init
         assert 0 <= row["probes"][studies.DFR]["acc_wg"] <= 1 and row["reconstruction"]["psnr"] > 0
+        assert row["reconstruction"]["seam_ratio"] > 0
         assert row["probes"][studies.DFR]["seeds"] == 2
     assert "*floor: raw pixels (32x32)*" in table
     assert (tmp_path / "docs" / "vae_baseline.png").stat().st_size > 1000
@@ -56,9 +57,11 @@ def test_a_study_trains_evaluates_writes_and_reuses_its_runs(synthetic_disk, tmp
             assert f"{row['tokens']['trained']['acc_wg']:.3f} ± " in table
     cached = tmp_path / "runs" / "default" / "study.json"
     first = json.loads(cached.read_text())
-    cached.write_text(json.dumps({k: v for k, v in first.items() if k != "tokens"}))  # a row of an older harness
-    assert studies.main(args) == 0  # cached: nothing is retrained; the missing token probes come from the export
+    older = {k: v for k, v in first.items() if k != "tokens"}  # a row of an older harness: no tokens, no seams
+    older["reconstruction"] = {k: v for k, v in first["reconstruction"].items() if k != "seam_ratio"}
+    cached.write_text(json.dumps(older))
+    assert studies.main(args) == 0  # cached: nothing is retrained; what the row lacks comes from the export
     assert "== " not in capsys.readouterr().out
-    assert json.loads(cached.read_text())["tokens"] == first["tokens"]
+    assert json.loads(cached.read_text()) == first
     assert studies.main([*args[:3], "3", *args[4:]]) == 0  # another spec (steps) retrains
     assert capsys.readouterr().out.count("== ") == 4

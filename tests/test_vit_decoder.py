@@ -28,10 +28,11 @@ def test_patchify_round_trip_and_layout():
     assert torch.equal(unpatchify(p, 4), x)
 
 
-@pytest.mark.parametrize("grid, token_dim, context_dim", [(4, 8, 0), (2, 8, 12), (0, 0, 12)])
-def test_decoder_shapes_and_gradients(grid, token_dim, context_dim):
+@pytest.mark.parametrize("grid, token_dim, context_dim, conv", [(4, 8, 0, 0), (2, 8, 12, 0), (0, 0, 12, 0),
+                                                                (4, 8, 12, 6)])
+def test_decoder_shapes_and_gradients(grid, token_dim, context_dim, conv):
     cfg = ViTDecoderConfig(image_size=32, patch_size=8, width=32, depth=1, heads=4, token_dim=token_dim,
-                           latent_grid=grid, context_dim=context_dim)
+                           latent_grid=grid, context_dim=context_dim, conv_channels=conv)
     dec = ViTDecoder(cfg)
     tokens = torch.randn(3, grid * grid, token_dim) if grid else None
     context = torch.randn(3, context_dim) if context_dim else None
@@ -39,7 +40,23 @@ def test_decoder_shapes_and_gradients(grid, token_dim, context_dim):
     assert out.shape == (3, 3, 32, 32)
     assert torch.equal(out, torch.zeros_like(out))  # zero-initialized head: training starts from a flat image
     (out - 1).pow(2).sum().backward()
-    assert dec.head.weight.grad.abs().sum() > 0
+    last = dec.head if dec.conv_head is None else dec.conv_head[-1]
+    assert last.weight.grad.abs().sum() > 0
+
+
+def test_the_conv_head_sees_across_patch_borders():
+    """A linear head paints each patch from its own token; the conv head's 3x3 convolutions mix the pixels on either
+    side of a border, so a token moves pixels of the neighbouring patch too (what lets it smooth the seams)."""
+    for conv, reaches_neighbour in ((0, False), (4, True)):
+        cfg = ViTDecoderConfig(image_size=16, patch_size=4, width=16, depth=0, heads=2, token_dim=4, latent_grid=4,
+                               conv_channels=conv)
+        dec = ViTDecoder(cfg)
+        last = dec.head if dec.conv_head is None else dec.conv_head[-1]
+        torch.nn.init.normal_(last.weight)
+        tokens = torch.zeros(1, 16, 4, requires_grad=True)
+        dec(tokens)[0, :, 0:4, 4].sum().backward()  # the first column of pixels of patch 1 (top row, second)
+        assert tokens.grad[0, 1].abs().sum() > 0
+        assert (tokens.grad[0, 0].abs().sum() > 0) == reaches_neighbour  # patch 0, left of the border
 
 
 def test_each_latent_cell_drives_its_own_patches():
@@ -58,6 +75,7 @@ def test_each_latent_cell_drives_its_own_patches():
     ({"token_dim": 8}, "both be set"),
     ({}, "needs an input"),
     ({"width": 30, "context_dim": 4}, "divisible"),
+    ({"context_dim": 4, "conv_channels": -1}, "conv_channels must be >= 0"),
 ])
 def test_decoder_config_errors(kwargs, match):
     base = {"image_size": 32, "patch_size": 8, "width": 32, "depth": 1, "heads": 4}

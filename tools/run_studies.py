@@ -78,6 +78,9 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
                            "posterior reads the mean token (encoder.pool mean): z itself must carry what views share",
                            _SIMCLR[:-4] + ["--model.loss.contrastive_input", "z", "--model.loss.contrastive_scale",
                                            "20000", "--model.encoder.pool", "mean"], "wm"),
+    "decoder_conv_head": ("decoder with a convolutional head (decoder.conv_channels 16: two 3x3 convolutions over "
+                          "the unpatchified output, across patch borders)", ["--model.decoder.conv_channels", "16"],
+                          "wm"),
     "vae_beta1": ("plain VAE (beta 1), same encoder / decoder, T=1", [], "vae:1.0"),
     "vae_beta0.1": ("plain VAE (beta 0.1 = the world model's posterior KL weight), T=1", [], "vae:0.1"),
 }
@@ -98,6 +101,8 @@ STUDIES: dict[str, tuple[str, list[str]]] = {
     "simclr_pool": ("SimCLR's gain into the exported latents: the global posterior reads the SimCLR-trained mean "
                     "token; SimCLR over all views", ["object_views_simclr", "simclr_mean_pool",
                                                      "simclr_mean_pool_all", "simclr_z_mean_pool"]),
+    "decoder_seams": ("The block grid in reconstructions: a linear vs a convolutional decoder head",
+                      ["default", "decoder_conv_head"]),
     "sequence": ("Sequence length and views: T = 1 / 4 / 8, repeat vs augment",
                  ["T1_repeat", "T1_augment", "T4_repeat", "default", "T8_repeat", "T8_augment"]),
 }
@@ -114,8 +119,8 @@ def run_variant(name: str, args) -> dict:
     if cache.exists():
         row = json.loads(cache.read_text())
         if row.get("spec") == spec:
-            if kind == "wm" and "tokens" not in row:  # a row from before the token probes: add them from its export
-                _add_token_probes(name, row, run_dir, cache, args)
+            if kind == "wm":  # a row from an older harness: add what it lacks from its export
+                _backfill(name, row, run_dir, cache, args)
             return row
     from hrssm.evaluation import standard_probes
     from hrssm.train_config import TrainConfig
@@ -164,16 +169,27 @@ def run_variant(name: str, args) -> dict:
     return row
 
 
-def _add_token_probes(name: str, row: dict, run_dir: Path, cache: Path, args) -> None:
-    """Probe the encoder tokens of a cached row's export and add them to the row (n/a in the table without one)."""
+def _backfill(name: str, row: dict, run_dir: Path, cache: Path, args) -> None:
+    """Add what a cached world-model row of an older harness lacks (the encoder-token probes, the seam ratio of its
+    reconstructions) from its export, without retraining; n/a in the table when the export is gone."""
+    lacks_tokens, lacks_seams = "tokens" not in row, "seam_ratio" not in row["reconstruction"]
+    if not (lacks_tokens or lacks_seams):
+        return
     from hrssm import WorldModel
+    from hrssm.evaluation import encode_dataset
 
     if not (run_dir / "export" / "config.json").is_file():
-        print(f"   {name}: cached row without its export ({run_dir / 'export'}): encoder tokens n/a", flush=True)
+        print(f"   {name}: cached row without its export ({run_dir / 'export'}): what it lacks is n/a", flush=True)
         return
-    print(f"   {name}: cached row; probing its encoder tokens", flush=True)
+    print(f"   {name}: cached row; adding from its export:" + " encoder tokens" * lacks_tokens
+          + " seam ratio" * lacks_seams, flush=True)
     model = WorldModel.from_pretrained(run_dir / "export").eval()
-    row["tokens"] = token_probes(model, _splits(args.data, model.cfg.image_size), args.probe_seeds)
+    splits = _splits(args.data, model.cfg.image_size)
+    if lacks_tokens:
+        row["tokens"] = token_probes(model, splits, args.probe_seeds)
+    if lacks_seams and model.decoder is not None:
+        row["reconstruction"]["seam_ratio"] = float(encode_dataset(model, splits["test"],
+                                                                   with_recon_metrics=True)["seam_ratio"])
     atomic_write_text(cache, json.dumps(row, indent=2))
 
 
@@ -224,7 +240,7 @@ def _cells(row: dict, pixels: dict | None = None) -> str:
     r, p, f = row["reconstruction"], row["probes"], row["random_init"]
     floor = max(f[DFR]["acc_wg"], pixels["probes"][DFR]["acc_wg"] if pixels else 0.0)
     return " | ".join([
-        _fmt(r.get("recon_std_ratio"), ".2f"), _fmt(r.get("psnr_gain"), ".2f"),
+        _fmt(r.get("recon_std_ratio"), ".2f"), _fmt(r.get("psnr_gain"), ".2f"), _fmt(r.get("seam_ratio"), ".2f"),
         _fmt(row["kl_global_raw"], ".2f"), _fmt(row["kl_local_raw"], ".1f"),
         f"**{_pm(p[DFR])}**", _pm(f[DFR]), f"{p[DFR]['acc_wg'] - floor:+.3f}", f"{p[DFR]['acc_avg']:.3f}",
         f"{p[ERM]['acc_wg']:.3f} / {p[ERM]['adj_acc_avg']:.3f}", _pm(p[KNN]), f"{p[PLACE]['acc_avg']:.3f}",
@@ -236,7 +252,7 @@ def _tokens_cell(row: dict) -> str:
     return "n/a" if t is None else f"{_pm(t['trained'])} ({t['random_init']['acc_wg']:.3f})"
 
 
-HEADER = ("| setting | recon std ratio | PSNR gain (dB) | KL global | KL local | bird, DFR: worst group | "
+HEADER = ("| setting | recon std ratio | PSNR gain (dB) | seam ratio | KL global | KL local | bird, DFR: worst group | "
           "same config, random init: DFR worst group | margin over the best floor | bird, DFR: average | "
           "bird, fit on train: worst / adjusted avg | bird, kNN: worst group | background accuracy | "
           "encoder's mean token: bird DFR worst group (its random init) | params | train s |")
@@ -248,9 +264,9 @@ def write_study(study: str, rows: list[dict], pixels: dict, out: Path, command: 
     lines = [f"# {title}", "", f"Made by `{command}` (tiny model unless the row says otherwise, synthetic "
              f"Waterbirds 64x64, {rows[0]['spec']['steps']} steps of batch 16; probes: docs/evaluation.md, "
              f"mean ± std over {rows[0]['spec']['seeds']} probe seeds; see docs/studies/README.md).", "",
-             HEADER, "| " + " | ".join(["---"] * 15) + " |"]
+             HEADER, "| " + " | ".join(["---"] * (HEADER.count(" | ") + 1)) + " |"]
     lines += [f"| {row['label']} | {_cells(row, pixels)} |" for row in rows]
-    lines += [f"| *floor: raw pixels (32x32)* | | | | | {_pm(pp[DFR])} | | | {pp[DFR]['acc_avg']:.3f} | "
+    lines += [f"| *floor: raw pixels (32x32)* | | | | | | {_pm(pp[DFR])} | | | {pp[DFR]['acc_avg']:.3f} | "
               f"{pp[ERM]['acc_wg']:.3f} / {pp[ERM]['adj_acc_avg']:.3f} | {_pm(pp[KNN])} | "
               f"{pp[PLACE]['acc_avg']:.3f} | | | |"]
     out.mkdir(parents=True, exist_ok=True)

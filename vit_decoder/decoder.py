@@ -30,8 +30,13 @@ class ViTDecoderConfig:
     context_dim: int = 0  # width of a global context vector (one extra token); 0 = none
     channels: int = 3
     attention: str = "auto"
+    # 0: a linear layer from each token to its patch's pixels (MAE). > 0: a linear layer to this many channels per
+    # pixel, then two 3x3 convolutions to the image, which see across patch borders (no seams at patch edges)
+    conv_channels: int = 0
 
     def __post_init__(self) -> None:
+        if self.conv_channels < 0:
+            raise ValueError(f"decoder conv_channels must be >= 0 (0: a linear head), got {self.conv_channels}")
         if self.patch_size < 1 or self.image_size % self.patch_size:
             raise ValueError(f"decoder image_size {self.image_size} is not a multiple of patch_size "
                              f"{self.patch_size}: pick an image size divisible by the patch size")
@@ -74,9 +79,16 @@ class ViTDecoder(nn.Module):
         self.register_buffer("pos_embed", sincos_pos_embed_2d(c.width, c.grid)[None], persistent=False)
         self.blocks = nn.ModuleList(Block(c.width, c.heads, c.mlp_ratio, c.attention) for _ in range(c.depth))
         self.norm = nn.LayerNorm(c.width)
-        self.head = nn.Linear(c.width, c.patch_size * c.patch_size * c.channels)
+        self.head = nn.Linear(c.width, c.patch_size * c.patch_size * (c.conv_channels or c.channels))
+        self.conv_head: nn.Sequential | None = None
+        if c.conv_channels:  # (B, conv_channels, H, W) -> (B, channels, H, W) across patch borders
+            self.conv_head = nn.Sequential(nn.Conv2d(c.conv_channels, c.conv_channels, 3, padding=1), nn.GELU(),
+                                           nn.Conv2d(c.conv_channels, c.channels, 3, padding=1))
         self.apply(_init_weights)
-        nn.init.zeros_(self.head.weight)  # start from a flat image: contrast has to be learned, not noise unlearned
+        # start from a flat image: contrast has to be learned, not noise unlearned
+        last = self.head if self.conv_head is None else self.conv_head[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def forward(self, tokens: torch.Tensor | None = None, context: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (B, latent_grid**2, token_dim) in row-major cell order; context (B, context_dim) -> (B, C, H, W)."""
@@ -100,4 +112,6 @@ class ViTDecoder(nn.Module):
         patches = self.head(self.norm(x))
         if c.context_dim:
             patches = patches[:, 1:]
-        return unpatchify(patches, c.patch_size, c.channels)
+        if self.conv_head is None:
+            return unpatchify(patches, c.patch_size, c.channels)
+        return self.conv_head(unpatchify(patches, c.patch_size, c.conv_channels))
