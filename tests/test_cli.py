@@ -75,6 +75,17 @@ def test_a_moved_key_is_refused_naming_its_new_name(capsys):
     assert "data.crop_fraction is now model.preprocess.crop_fraction" in capsys.readouterr().err
 
 
+def test_every_recipe_config_loads_and_starts_with_what_it_is_for():
+    configs = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
+    assert {c.name for c in configs} >= {"demo.yaml", "waterbirds_224.yaml", "twin_quality.yaml"}
+    for path in configs:
+        cfg = TrainConfig.load(path)
+        cfg.model_config()  # every model key valid
+        assert path.read_text().startswith("#")
+    twin = TrainConfig.load(ROOT / "recipes" / "configs" / "twin_quality.yaml").model_config()
+    assert twin.encoder.pool == "mean" and twin.loss.contrastive_input == "tokens"  # SimCLR trains what z reads
+
+
 def test_the_base_preset_is_a_vit_s16_encoder_and_the_224_config_crops_like_group_dro():
     cfg = TrainConfig.load(WATERBIRDS_224).model_config()
     enc = cfg.encoder
