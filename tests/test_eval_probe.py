@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from recipes_loader import load_recipe
+from recipes_loader import load_recipe, load_tool
 
 from hrssm import ModelConfig, WorldModel, export
 from hrssm.data import load_waterbirds, preprocess
@@ -115,3 +115,24 @@ def test_eval_probe_reports_a_missing_model_or_dataset(which, export_dir, synthe
     assert load_recipe("eval_probe").main(["--model", model, "--data", data, "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and ("no_export" in err if which == "model" else "no_data" in err)
+
+
+def test_probe_parts_probes_each_part_of_the_features_beside_the_random_init(export_dir, synthetic_disk, tmp_path,
+                                                                            capsys):
+    tool = load_tool("probe_parts")
+    assert tool.main(["--model", str(export_dir), "--data", str(synthetic_disk), "--probe-seeds", "2",
+                      "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "parts.json").read_text())
+    cfg = ModelConfig.preset("tiny", image_size=32, rssm={"local_grid": 2})
+    r = cfg.rssm
+    z, s = r.stoch * r.classes, r.local_grid**2 * r.local_dim
+    dims = {"h": r.deter, "z": z, "s": s, "latents": r.deter + z + s, "tokens": cfg.encoder.width,
+            "latents + tokens": r.deter + z + s + cfg.encoder.width}
+    for name in ("trained", "random init"):
+        assert {p: v["dims"] for p, v in result[name].items()} == dims
+        assert all(0 <= v["acc_wg"] <= 1 and v["seeds"] == 2 for v in result[name].values())
+    printed = capsys.readouterr().out
+    assert f"| latents | {dims['latents']} | {result['trained']['latents']['acc_wg']:.3f} ± " in printed
+    enc = {"h": np.ones((3, 2)), "z": np.zeros((3, 4)), "s": np.zeros((3, 0, 0)), "tokens": np.ones((3, 5))}
+    with pytest.raises(ValueError, match="without a local level has no s"):
+        tool.part_features(enc, "s")

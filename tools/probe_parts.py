@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""Where in an export does the bird live? The headline probe on each part of its features, beside its random init.
+
+    python tools/probe_parts.py --model runs/demo/export --data data/synthetic_waterbirds_64
+
+The parts: h (the deterministic state), z (the global latent), s (every local cell, flat), the latents [h, z, s]
+(what `encode()` returns), the encoder's mean patch token (`encode(features="tokens")`) and the latents with that
+token appended. Each is probed with DFR as published (docs/evaluation.md: worst group on test, mean ± std over the
+probe seeds, and the worst group of the validation halves that chose C), for the model and for a random-init model
+of the same config. Prints a table, writes parts.json to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from hrssm.cli import cli_main
+
+PARTS = ("h", "z", "s", "latents", "tokens", "latents + tokens")
+
+
+def part_features(enc: dict[str, np.ndarray], part: str) -> np.ndarray:
+    """(N, D) features of one part from `dataset_latents(..., features="tokens")` output (h, z, s, tokens)."""
+    s = enc["s"].reshape(len(enc["s"]), -1)
+    pieces = {"h": [enc["h"]], "z": [enc["z"]], "s": [s], "latents": [enc["h"], enc["z"], s],
+              "tokens": [enc["tokens"]], "latents + tokens": [enc["h"], enc["z"], s, enc["tokens"]]}[part]
+    if sum(p.shape[1] for p in pieces) == 0:
+        raise ValueError(f"this model has no {part!r} features (a model without a local level has no s)")
+    return np.concatenate(pieces, axis=1)
+
+
+def probe_parts(model, splits: dict, seeds: tuple[int, ...], parts=PARTS) -> dict[str, dict[str, dict]]:
+    """{"trained" | "random init": {part: DFR probe dict}} for the model and its random-init twin."""
+    from hrssm.evaluation import dfr_probe
+    from hrssm.latents import dataset_latents
+    from hrssm.report import random_init_encoder
+
+    out: dict[str, dict[str, dict]] = {}
+    for name, encoder in (("trained", model), ("random init", random_init_encoder(model.cfg))):
+        enc = {s: dataset_latents(encoder, d, progress=False, features="tokens") for s, d in splits.items()}
+        out[name] = {}
+        for part in parts:
+            if part == "s" and not enc["train"]["s"].size:
+                continue
+            f = {s: {**e, "features": part_features(e, part)} for s, e in enc.items()}
+            probe = dfr_probe(f["train"], f["validation"], f["test"], seeds=seeds).to_dict()
+            out[name][part] = {**probe, "dims": f["train"]["features"].shape[1]}
+    return out
+
+
+def table(result: dict[str, dict[str, dict]]) -> str:
+    lines = ["| part | dims | bird, DFR: worst group | validation halves: worst group | random init: worst group |",
+             "| --- | --- | --- | --- | --- |"]
+    for part, probe in result["trained"].items():
+        rand = result["random init"][part]
+        lines.append(f"| {part} | {probe['dims']} | {probe['acc_wg']:.3f} ± {probe['acc_wg_std']:.3f} | "
+                     f"{np.mean(probe['selection_worst_group']):.3f} | "
+                     f"{rand['acc_wg']:.3f} ± {rand['acc_wg_std']:.3f} |")
+    return "\n".join(lines)
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="export folder, run folder or hub repo id")
+    p.add_argument("--data", required=True, help="Waterbirds source (hub id, save_to_disk dir, original folder)")
+    p.add_argument("--probe-seeds", type=int, default=5)
+    p.add_argument("--out", default=None, help="folder for parts.json (default: <model>/../eval_parts)")
+    args = p.parse_args(argv)
+    import hrssm
+    from hrssm._io import atomic_write_text
+    from hrssm.data import SPLITS, load_waterbirds
+
+    model = hrssm.load(args.model)
+    splits = {s: load_waterbirds(args.data, s, **model.cfg.preprocessing()) for s in SPLITS}
+    result = probe_parts(model, splits, tuple(range(args.probe_seeds)))
+    print(table(result))
+    out = Path(args.out) if args.out else Path(args.model).parent / "eval_parts"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "parts.json", json.dumps(result, indent=2))
+    print(f"wrote {out / 'parts.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
