@@ -2,8 +2,8 @@
 
 No recurrence, no learned prior: a global Gaussian latent from the encoder's global embedding (`encoder.pool`) and
 (when `rssm.local_grid` > 0) a Gaussian latent per grid cell from that cell's patch tokens, both with a fixed N(0, I)
-prior. Same reconstruction
-loss (`loss.recon_scale` x summed squared error) and free nats per level as the world model; `beta` scales the KL.
+prior. Same reconstruction loss (`loss.recon_scale` x summed squared error) and free nats per level as the world
+model; `beta` scales the KL.
 """
 
 from __future__ import annotations

@@ -114,9 +114,11 @@ class LossConfig(Config):
     free_nats_global: float = 1.0  # floor of the global KL, per image and time step
     free_nats_local: float = 0.1  # floor of the local KL, per grid cell (the sum's floor scales with the cells)
     contrastive: Literal["none", "barlow", "simclr"] = "none"  # between consecutive views of each image
-    # what the contrastive loss compares: "z", the global latents; "tokens", the encoder's patch tokens averaged
-    # (the encoder itself learns what the views share, e.g. the object under views.paste / views.grayscale)
-    contrastive_input: Literal["z", "tokens"] = "z"
+    # what the contrastive loss compares: "tokens", the encoder's patch tokens averaged (the encoder itself learns
+    # what the views share, e.g. the object under views.paste / views.grayscale); "z", the global latents, which the
+    # recurrent state can match from memory across consecutive views without the encoder learning anything
+    # (docs/studies/simclr_pool.md)
+    contrastive_input: Literal["z", "tokens"] = "tokens"
     # which views are compared: "consecutive", view t with view t + 1; "all", every view of an image with every other
     # (SimCLR: one softmax over all B*T views, each with T - 1 positives: more negatives per step; Barlow: all pairs)
     contrastive_pairs: Literal["consecutive", "all"] = "consecutive"

@@ -6,6 +6,8 @@ Per step t (the state at t = 0 is the learned initial state, no transition):
     local   c_t = mixer(prev(s_{t-1}) + ctx(h_t, z_t) + pos)                    (one hidden vector per cell)
             prior p(s_t | c_t)                        posterior q(s_t | c_t, patch tokens of the cell at t)
 
+e_t is the encoder's global embedding of view t: its CLS token or its mean patch token (`encoder.pool`).
+
 Posterior logits are linear in the observation plus a linear top-down term from the state. As in DreamerV3, the
 posterior step (`obs_step`) is the prior step of each level (`_global_prior`, `_local_prior`, which `img_step` samples
 from) followed by that level's posterior; `observe` and `imagine` loop over them and stack the `Step`s once.

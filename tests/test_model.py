@@ -39,9 +39,9 @@ def test_output_shapes(preset, size, steps):
 
 @pytest.mark.parametrize("over", [
     {},
-    {"loss": {"contrastive": "barlow"}},
+    {"loss": {"contrastive": "barlow", "contrastive_input": "z"}},
     {"loss": {"contrastive": "simclr", "recon_type": "normalized_patch"}},
-    {"loss": {"contrastive": "simclr", "contrastive_input": "tokens"}},
+    {"loss": {"contrastive": "simclr", "contrastive_input": "z"}},
     {"loss": {"contrastive": "simclr", "contrastive_input": "tokens", "contrastive_pairs": "all"},
      "encoder": {"pool": "mean"}},
     {"loss": {"contrastive": "barlow", "contrastive_pairs": "all"}},
