@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from ._io import atomic_write_text, is_disk_full, replace_directory
+from .config import with_legacy_defaults
 from .errors import HrssmError, one_line
 
 FORMAT_VERSION = 1
@@ -207,7 +208,10 @@ class Checkpointer:
             say(f"--resume: no checkpoint in {self.root}, starting from scratch")
             return None
         data = json.loads((ckpt / STATE_FILE).read_text())
-        if differences := _differences(data.get("identity", {}), self.identity):
+        saved = data.get("identity", {})
+        if isinstance(saved.get("model"), dict):  # model keys added since the checkpoint was written
+            saved = {**saved, "model": with_legacy_defaults(saved["model"])}
+        if differences := _differences(saved, self.identity):
             raise CheckpointError(f"checkpoint {ckpt} belongs to another run: {'; '.join(differences[:4])}. Resume "
                                   "with the run's own settings (its config.yaml), or start over with --overwrite")
         try:

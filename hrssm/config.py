@@ -113,7 +113,7 @@ class LossConfig(Config):
     kl_rep_scale: float = 0.1  # on KL(q || sg(p)): regularizes the posterior
     free_nats_global: float = 1.0  # floor of the global KL, per image and time step
     free_nats_local: float = 0.1  # floor of the local KL, per grid cell (the sum's floor scales with the cells)
-    contrastive: Literal["none", "barlow", "simclr"] = "none"  # between consecutive views of each image
+    contrastive: Literal["none", "barlow", "simclr"] = "none"  # between the views of each image (contrastive_pairs)
     # what the contrastive loss compares: "tokens", the encoder's patch tokens averaged (the encoder itself learns
     # what the views share, e.g. the object under views.paste / views.grayscale); "z", the global latents, which the
     # recurrent state can match from memory across consecutive views without the encoder learning anything
@@ -205,6 +205,25 @@ class ModelConfig(Config):
         if name not in PRESETS:
             raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
         return build(cls, merge(dataclasses.asdict(PRESETS[name]()), overrides))
+
+
+# Model keys added after files were first written, with the value a file without them meant (not today's default,
+# where the two differ): an export's config.json or a checkpoint's identity that lacks one reads as this.
+LEGACY_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("encoder", "pool"): "cls",
+    ("decoder", "conv_channels"): 0,
+    ("loss", "contrastive_pairs"): "consecutive",
+    ("loss", "contrastive_input"): "z",  # the default until contrastive SimCLR on z was found to be a shortcut
+}
+
+
+def with_legacy_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a model config mapping (as saved in a file) with every `LEGACY_DEFAULTS` key it lacks filled in."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for (section, key), value in LEGACY_DEFAULTS.items():
+        if isinstance(out.get(section, {}), dict):
+            out.setdefault(section, {}).setdefault(key, value)
+    return out
 
 
 def _check_width_fits_heads(section: EncoderConfig | DecoderConfig) -> None:

@@ -19,10 +19,14 @@ def image_metrics(recon: torch.Tensor, target: torch.Tensor, mean_image: torch.T
     recon_std_ratio: std of each decoded image over its pixels / std of its target, averaged (gray output -> ~0).
     mean_image: the dataset mean image (C, H, W); default: the mean of `target` (an optimistic floor).
     patch_size: also seam_ratio, `seam_score` of the reconstructions / that of the targets (1: no more seams at
-    patch borders than the images have; 2: a block grid twice as sharp as the images' own edges there).
+    patch borders than the images have; 2: a block grid twice as sharp as the images' own edges there); absent when
+    the patches have no inside (patch_size 1) or no border (as large as the image). With a per-patch normalized
+    reconstruction target it compares normalized patches with raw images: read it with `recon_type="sse"`.
     """
     recon, target = recon.detach().float(), target.detach().float()
-    seams = {} if patch_size is None else {"seam_ratio": seam_score(recon, patch_size) / seam_score(target, patch_size)}
+    seams = {}
+    if patch_size is not None and 1 < patch_size < min(target.shape[-2:]):  # borders and insides to compare
+        seams["seam_ratio"] = seam_score(recon, patch_size) / seam_score(target, patch_size).clamp(min=1e-8)
     ratio = recon.flatten(1).std(dim=1) / target.flatten(1).std(dim=1).clamp(min=1e-6)
     floor_image = target.mean(dim=0, keepdim=True) if mean_image is None else mean_image[None].to(target)
     psnr = _psnr(recon, target)
@@ -44,7 +48,11 @@ def seam_score(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     """How much sharper images (N, C, H, W) change across the borders of a patch_size grid than inside the patches:
     the mean absolute difference between neighbouring pixels on either side of a border / the same between
     neighbours inside a patch, averaged over columns and rows. About 1 for natural images and smooth
-    reconstructions; a decoder that paints each patch on its own leaves a block grid (> 1)."""
+    reconstructions; a decoder that paints each patch on its own leaves a block grid (> 1).
+    Needs 1 < patch_size < the image side."""
+    if not 1 < patch_size < min(images.shape[-2:]):
+        raise ValueError(f"seam_score needs 1 < patch_size < the image side {min(images.shape[-2:])}, got patch_size "
+                         f"{patch_size}: with patches of 1 pixel there is no inside, with one patch no border")
     dx = (images[..., :, 1:] - images[..., :, :-1]).abs().mean(dim=(0, 1, 2))  # (W - 1,) jump after column j
     dy = (images[..., 1:, :] - images[..., :-1, :]).abs().mean(dim=(0, 1, 3))  # (H - 1,) jump after row i
     ratios = []

@@ -26,7 +26,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from ._io import atomic_directory, atomic_file, atomic_write_text
-from .config import ModelConfig
+from .config import ModelConfig, with_legacy_defaults
 from .encoder import EncodesImages
 from .errors import one_line
 from .hub import CONFIG_FILE, ExportError, resolve_export
@@ -186,7 +186,7 @@ def _read_config(folder: Path) -> ModelConfig:
                           f"({FORMAT_VERSION}): upgrade hrssm (git pull and pip install -e . in your hrssm checkout), "
                           "or re-export the model with this version")
     try:
-        return ModelConfig.from_dict(data)
+        return ModelConfig.from_dict(with_legacy_defaults(data))  # keys added since the file was written
     except (TypeError, ValueError) as err:
         raise ExportError(f"{folder / CONFIG_FILE} is not a valid model config: {err}") from err
 

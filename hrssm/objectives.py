@@ -80,7 +80,8 @@ def multiview_simclr_loss(x: torch.Tensor, temperature: float = 0.1) -> torch.Te
     of its image among all N*V - 1 others (SupCon's multi-positive form, Khosla et al. 2020). V = 2 is SimCLR."""
     n, v = x.shape[:2]
     if n < 2 or v < 2:
-        raise ValueError(f"SimCLR needs a batch of at least 2 images with at least 2 views each, got {n} x {v}")
+        raise ValueError(f"SimCLR needs a batch of at least 2 images with at least 2 views each, got {n} x {v}: use "
+                         "optim.batch_size >= 2 and views.num_views >= 2")
     z = F.normalize(x.reshape(n * v, -1).float(), dim=-1)  # row i * v + j: view j of image i
     self_mask = torch.eye(n * v, dtype=torch.bool, device=z.device)
     log_prob = (z @ z.T / temperature).masked_fill(self_mask, float("-inf")).log_softmax(dim=-1)

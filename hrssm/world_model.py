@@ -63,7 +63,7 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
         self.target_encoder: ViTEncoder | None = None  # latent prediction: an EMA copy of the encoder gives targets
         self.predictor: nn.Module | None = None  # latent prediction: features -> the next view's target embedding
         self.local_predictor: nn.Module | None = None  # latent prediction: a cell's latent -> its target tokens
-        self.projector: nn.Module | None = None  # contrastive: z -> the space the contrastive loss compares
+        self.projector: nn.Module | None = None  # contrastive: tokens or z -> the space the loss compares
         if cfg.loss.objective == "reconstruction":
             self.decoder = ViTDecoder(decoder_config(cfg, self.rssm.s_dim, rssm_cfg.local_grid, context_dim))
         else:
@@ -222,8 +222,10 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
     def _encoder_grad_norms(self, tokens, embed, loss_kl, loss_rest) -> dict[str, torch.Tensor]:
         """Norm of the gradient reaching the encoder output from the KL vs from the other objectives."""
         out = {}
+        # the mean token is computed from the tokens: their gradient already holds its share (no double count)
+        outputs = [tokens] if self.cfg.encoder.pool == "mean" else [embed, tokens]
         for name, part in (("kl", loss_kl), ("recon" if self.decoder is not None else "objective", loss_rest)):
-            grads = torch.autograd.grad(part, [embed, tokens], retain_graph=True, allow_unused=True)
+            grads = torch.autograd.grad(part, outputs, retain_graph=True, allow_unused=True)
             out[f"grad_encoder_from_{name}"] = torch.sqrt(sum((g.pow(2).sum() for g in grads if g is not None),
                                                               torch.zeros((), device=embed.device)))
         return out

@@ -120,7 +120,7 @@ def test_eval_probe_reports_a_missing_model_or_dataset(which, export_dir, synthe
 def test_probe_parts_probes_each_part_of_the_features_beside_the_random_init(export_dir, synthetic_disk, tmp_path,
                                                                             capsys):
     tool = load_tool("probe_parts")
-    assert tool.main(["--model", str(export_dir), "--data", str(synthetic_disk), "--probe-seeds", "2",
+    assert tool.main(["--model", str(export_dir), "--data", str(synthetic_disk), "--seeds", "2",
                       "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "parts.json").read_text())
     cfg = ModelConfig.preset("tiny", image_size=32, rssm={"local_grid": 2})

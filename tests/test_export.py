@@ -144,6 +144,15 @@ def test_bad_exports_are_refused_with_the_reason(trained, tmp_path):
     (newer / "config.json").write_text(json.dumps({**cfg, "hrssm_format": 99}))
     with pytest.raises(ExportError, match="format 99, newer than this hrssm understands"):
         hrssm.load(newer)
+    older = copy("older")  # a config.json written before encoder.pool, decoder.conv_channels, loss.contrastive_*
+    legacy = json.loads(json.dumps(cfg))
+    for section, key in (("encoder", "pool"), ("decoder", "conv_channels"), ("loss", "contrastive_pairs"),
+                         ("loss", "contrastive_input")):
+        del legacy[section][key]
+    (older / "config.json").write_text(json.dumps(legacy))
+    old_cfg = hrssm.load_world_model(older).cfg
+    assert (old_cfg.encoder.pool, old_cfg.decoder.conv_channels, old_cfg.loss.contrastive_pairs,
+            old_cfg.loss.contrastive_input) == ("cls", 0, "consecutive", "z")  # what such files meant
     mismatch = copy("mismatch")
     cfg["encoder"]["width"] = 64
     (mismatch / "config.json").write_text(json.dumps(cfg))

@@ -4,6 +4,7 @@ every known failure of a script as one line with exit code 2 (issue 15).
 Each test is one fault a user (or a crash, or a hostile file) can cause; tiny runs (32 px, a few steps)."""
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -435,6 +436,23 @@ def test_resuming_with_another_model_config_names_the_keys(synthetic_disk, tmp_p
                         *tiny_run(synthetic_disk, out, "--model.rssm.deter", "64"), "--resume", capsys=capsys)
     line = _error_line(err)
     assert code == 2 and "belongs to another run: model.rssm.deter: 128 in the checkpoint, 64 in this run" in line
+
+
+def test_a_checkpoint_written_before_newer_model_keys_resumes(synthetic_disk, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(_cfg(synthetic_disk, out, "--optim.max_steps", "3"))
+    for state in (out / "checkpoints").glob("*/trainer_state.json"):  # as an older hrssm wrote it
+        data = json.loads(state.read_text())
+        del data["identity"]["model"]["encoder"]["pool"], data["identity"]["model"]["loss"]["contrastive_pairs"]
+        state.write_text(json.dumps(data))
+        manifest = state.parent / "manifest.json"  # keep it verifying: only the identity is older
+        m = json.loads(manifest.read_text())
+        digest = hashlib.sha256(state.read_bytes()).hexdigest()
+        m["files"][state.name] = {"bytes": state.stat().st_size, "sha256": digest}
+        manifest.write_text(json.dumps(m))
+    code, err = _script("recipe", "train_hrssm", "--config", str(DEMO_CONFIG),
+                        *tiny_run(synthetic_disk, out, "--optim.max_steps", "6"), "--resume", capsys=capsys)
+    assert code == 0, err
 
 
 def _damaged_copy(export: Path, tmp_path: Path, name: str, content: bytes | None) -> Path:

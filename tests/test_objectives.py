@@ -82,13 +82,26 @@ def test_multiview_simclr_with_two_views_is_nt_xent():
     torch.testing.assert_close(objectives.simclr_loss(a, b, 0.1), expected)
 
 
+def test_multiview_simclr_is_supcon_with_the_other_views_as_positives():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 8)  # 4 images x 3 views
+    z = torch.nn.functional.normalize(x.reshape(12, 8), dim=-1)
+    terms = []
+    for i in range(12):  # reference loop: anchor i, its 2 positives, softmax over the 11 others
+        logits = torch.stack([z[i] @ z[k] / 0.1 for k in range(12) if k != i])
+        others = [k for k in range(12) if k != i]
+        log_p = logits.log_softmax(0)
+        terms.append(-torch.stack([log_p[others.index(k)] for k in others if k // 3 == i // 3]).mean())
+    torch.testing.assert_close(objectives.multiview_simclr_loss(x, 0.1), torch.stack(terms).mean())
+
+
 def test_multiview_simclr_groups_the_views_of_each_image():
     torch.manual_seed(0)
     centres = torch.randn(16, 1, 32)
     grouped = centres + 0.05 * torch.randn(16, 4, 32)  # 4 views of each image near their centre
     shuffled = grouped.flatten(0, 1)[torch.randperm(64)].unflatten(0, (16, 4))  # views of different images
     # the minimum is log(V - 1): the 3 positives of a view share its softmax mass
-    assert objectives.multiview_simclr_loss(grouped) < math.log(3) + 0.05
+    assert math.log(3) - 0.01 < objectives.multiview_simclr_loss(grouped) < math.log(3) + 0.05
     assert objectives.multiview_simclr_loss(shuffled) > 5
     for bad in (grouped[:1], grouped[:, :1]):
         with pytest.raises(ValueError, match="at least 2 images with at least 2 views"):
@@ -108,6 +121,9 @@ def test_seam_score_sees_a_block_grid_and_not_smooth_images():
     metrics = image_metrics(blocks, smooth, patch_size=8)
     torch.testing.assert_close(metrics["seam_ratio"], seam_score(blocks, 8) / seam_score(smooth, 8))
     assert "seam_ratio" not in image_metrics(blocks, smooth)
+    assert "seam_ratio" not in image_metrics(blocks, smooth, patch_size=32)  # one patch: no border to measure
+    with pytest.raises(ValueError, match="needs 1 < patch_size < the image side 32"):
+        seam_score(blocks, 1)
 
 
 def test_image_metrics_see_gray_and_perfect_reconstructions():

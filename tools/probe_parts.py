@@ -12,7 +12,6 @@ of the same config. Prints a table, writes parts.json to --out.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from hrssm.cli import cli_main
+from hrssm.commands import default_output_dir, model_and_data_parser
 
 PARTS = ("h", "z", "s", "latents", "tokens", "latents + tokens")
 
@@ -34,15 +34,17 @@ def part_features(enc: dict[str, np.ndarray], part: str) -> np.ndarray:
     return np.concatenate(pieces, axis=1)
 
 
-def probe_parts(model, splits: dict, seeds: tuple[int, ...], parts=PARTS) -> dict[str, dict[str, dict]]:
-    """{"trained" | "random init": {part: DFR probe dict}} for the model and its random-init twin."""
+def probe_parts(model, splits: dict, seeds: tuple[int, ...], parts=PARTS, batch_size: int = 128
+                ) -> dict[str, dict[str, dict]]:
+    """{"trained" | "random init": {part: DFR probe dict + "dims"}} for the model and its random-init twin."""
     from hrssm.evaluation import dfr_probe
     from hrssm.latents import dataset_latents
     from hrssm.report import random_init_encoder
 
     out: dict[str, dict[str, dict]] = {}
-    for name, encoder in (("trained", model), ("random init", random_init_encoder(model.cfg))):
-        enc = {s: dataset_latents(encoder, d, progress=False, features="tokens") for s, d in splits.items()}
+    device = next(model.parameters()).device
+    for name, encoder in (("trained", model), ("random init", random_init_encoder(model.cfg).to(device))):
+        enc = {s: dataset_latents(encoder, d, batch_size, progress=False, features="tokens") for s, d in splits.items()}
         out[name] = {}
         for part in parts:
             if part == "s" and not enc["train"]["s"].size:
@@ -66,21 +68,21 @@ def table(result: dict[str, dict[str, dict]]) -> str:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="export folder, run folder or hub repo id")
-    p.add_argument("--data", required=True, help="Waterbirds source (hub id, save_to_disk dir, original folder)")
-    p.add_argument("--probe-seeds", type=int, default=5)
-    p.add_argument("--out", default=None, help="folder for parts.json (default: <model>/../eval_parts)")
+    p = model_and_data_parser(__doc__)
+    p.add_argument("--seeds", type=int, default=5, help="probe seeds (validation splits, balanced subsamples)")
+    p.add_argument("--out", default=None, help="folder for parts.json (default: eval_parts/ beside a local export, "
+                   "else eval_parts-OWNER--NAME/ here)")
     args = p.parse_args(argv)
     import hrssm
     from hrssm._io import atomic_write_text
     from hrssm.data import SPLITS, load_waterbirds
 
-    model = hrssm.load(args.model)
-    splits = {s: load_waterbirds(args.data, s, **model.cfg.preprocessing()) for s in SPLITS}
-    result = probe_parts(model, splits, tuple(range(args.probe_seeds)))
+    model = hrssm.load(args.model, device=args.device, revision=args.revision)
+    splits = {s: load_waterbirds(args.data, s, revision=args.data_revision, **model.cfg.preprocessing())
+              for s in SPLITS}
+    result = probe_parts(model, splits, tuple(range(args.seeds)), batch_size=args.batch_size)
     print(table(result))
-    out = Path(args.out) if args.out else Path(args.model).parent / "eval_parts"
+    out = Path(args.out) if args.out else default_output_dir(args.model, "eval_parts")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "parts.json", json.dumps(result, indent=2))
     print(f"wrote {out / 'parts.json'}")

@@ -77,8 +77,9 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
                              _SIMCLR + ["--model.encoder.pool", "mean", "--model.loss.contrastive_pairs", "all"], "wm"),
     "simclr_z_mean_pool": ("object views + SimCLR on the global latent z (contrastive_input z, scale 2e4), whose "
                            "posterior reads the mean token (encoder.pool mean): z itself must carry what views share",
-                           _SIMCLR[:-4] + ["--model.loss.contrastive_input", "z", "--model.loss.contrastive_scale",
-                                           "20000", "--model.encoder.pool", "mean"], "wm"),
+                           ["--model.encoder.stem", "conv", "--views.grayscale", "0.5", "--views.paste", "0.7",
+                            "--model.loss.contrastive", "simclr", "--model.loss.contrastive_input", "z",
+                            "--model.loss.contrastive_scale", "20000", "--model.encoder.pool", "mean"], "wm"),
     "decoder_conv_head": ("decoder with a convolutional head (decoder.conv_channels 16: two 3x3 convolutions over "
                           "the unpatchified output, across patch borders)", ["--model.decoder.conv_channels", "16"],
                           "wm"),
@@ -173,7 +174,9 @@ def run_variant(name: str, args) -> dict:
 def _backfill(name: str, row: dict, run_dir: Path, cache: Path, args) -> None:
     """Add what a cached world-model row of an older harness lacks (the encoder-token probes, the seam ratio of its
     reconstructions) from its export, without retraining; n/a in the table when the export is gone."""
-    lacks_tokens, lacks_seams = "tokens" not in row, "seam_ratio" not in row["reconstruction"]
+    # a model without a pixel decoder has no reconstruction metrics (an empty dict): nothing to add there
+    lacks_tokens = "tokens" not in row
+    lacks_seams = bool(row["reconstruction"]) and "seam_ratio" not in row["reconstruction"]
     if not (lacks_tokens or lacks_seams):
         return
     from hrssm import WorldModel
@@ -188,7 +191,7 @@ def _backfill(name: str, row: dict, run_dir: Path, cache: Path, args) -> None:
     splits = _splits(args.data, model.cfg.image_size)
     if lacks_tokens:
         row["tokens"] = token_probes(model, splits, args.probe_seeds)
-    if lacks_seams and model.decoder is not None:
+    if lacks_seams:
         row["reconstruction"]["seam_ratio"] = float(encode_dataset(model, splits["test"],
                                                                    with_recon_metrics=True)["seam_ratio"])
     atomic_write_text(cache, json.dumps(row, indent=2))

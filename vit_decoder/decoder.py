@@ -2,8 +2,9 @@
 
 Each latent cell is projected to the (k x k) patch tokens it covers (k = patch grid / latent grid); the context
 vector becomes one extra token every patch can attend to; fixed 2D sin-cos positions; pre-norm transformer blocks;
-a linear layer to patch pixels; unpatchify. The output is unconstrained (no sigmoid): it lives in the same space as
-the images it is trained on (hrssm uses [-0.5, 0.5]).
+a linear layer to patch pixels; unpatchify (or, with `conv_channels`, a linear layer to that many channels per
+pixel, unpatchify, then two 3x3 convolutions that see across patch borders). The output is unconstrained (no
+sigmoid): it lives in the same space as the images it is trained on (hrssm uses [-0.5, 0.5]).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ Each `main(argv)` returns the exit code: 0 done, 2 bad input (config, data, mode
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def model_and_data_parser(description: str | None) -> argparse.ArgumentParser:
@@ -28,3 +29,17 @@ def model_and_data_parser(description: str | None) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=128)
     return p
+
+
+def local_export(model: str) -> Path | None:
+    """The export folder of `--model` when it is a local export or run folder, else None (a hub repo id)."""
+    from ..hub import CONFIG_FILE, resolve_export
+
+    return resolve_export(model, [CONFIG_FILE]) if Path(model).exists() else None
+
+
+def default_output_dir(model: str, folder: str) -> Path:
+    """Where a command writes what it measures of `--model`: `folder` beside a local export (in its run folder),
+    else `folder`-OWNER--NAME in the working directory (a hub repo)."""
+    export_dir = local_export(model)
+    return export_dir.parent / folder if export_dir else Path(f"{folder}-{model.replace('/', '--')}")
