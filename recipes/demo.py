@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""The main job, end to end on the embedded synthetic data (no network, ~5 minutes on a 2-core CPU):
+"""The main job, end to end on the embedded synthetic data (no network; 6 to 12 minutes on a 2-core CPU, machines
+differ by about 2x):
 
     python recipes/demo.py [--section.key VALUE ...]      # overrides go to recipes/configs/demo.yaml (--help)
 
