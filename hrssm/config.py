@@ -218,11 +218,17 @@ LEGACY_DEFAULTS: dict[tuple[str, str], Any] = {
 
 
 def with_legacy_defaults(data: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a model config mapping (as saved in a file) with every `LEGACY_DEFAULTS` key it lacks filled in."""
+    """A copy of a model config mapping (as saved in a file) with every `LEGACY_DEFAULTS` key it lacks filled in.
+    A model without a contrastive loss gets today's defaults for the contrastive keys instead: they change nothing
+    there, and so such a run stays resumable with today's config."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for (section, key), value in LEGACY_DEFAULTS.items():
-        if isinstance(out.get(section, {}), dict):
-            out.setdefault(section, {}).setdefault(key, value)
+        if not isinstance(out.get(section, {}), dict):
+            continue  # not a mapping: validation says what is wrong with it
+        target = out.setdefault(section, {})
+        if section == "loss" and key.startswith("contrastive_") and target.get("contrastive", "none") == "none":
+            value = getattr(LossConfig, key)
+        target.setdefault(key, value)
     return out
 
 

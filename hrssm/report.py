@@ -123,8 +123,9 @@ def evaluate_model(model: WorldModel, data: str | os.PathLike, out_dir: str | os
     if recon:
         lines += [f"Reconstruction of {min(1024, len(splits['test']))} held-out test images: recon_std_ratio "
                   f"{recon['recon_std_ratio']:.3f}, PSNR {recon['psnr']:.2f} dB vs the mean image's "
-                  f"{recon['psnr_mean_image']:.2f} dB (+{recon['psnr_gain']:.2f} dB), seam ratio "
-                  f"{recon['seam_ratio']:.2f} (1: no block grid at patch borders)", ""]
+                  f"{recon['psnr_mean_image']:.2f} dB (+{recon['psnr_gain']:.2f} dB)"
+                  + (f", seam ratio {recon['seam_ratio']:.2f} (1: no block grid at patch borders)"
+                     if "seam_ratio" in recon else ""), ""]
     spread = f"mean ± std over {len(seeds)} probe seeds" if len(seeds) > 1 else "one probe seed"
     what = "" if features == "latents" else " (the encoder's mean patch token, for the model and its random init)"
     lines += [f"Test accuracy ({spread}) of the trained features{what} and their floors:", "", floors_table(results),

@@ -441,18 +441,22 @@ def test_resuming_with_another_model_config_names_the_keys(synthetic_disk, tmp_p
 def test_a_checkpoint_written_before_newer_model_keys_resumes(synthetic_disk, tmp_path, capsys):
     out = tmp_path / "run"
     train(_cfg(synthetic_disk, out, "--optim.max_steps", "3"))
-    for state in (out / "checkpoints").glob("*/trainer_state.json"):  # as an older hrssm wrote it
+    states = list((out / "checkpoints").glob("*/trainer_state.json"))
+    assert states
+    for state in states:  # as an older hrssm wrote it: no encoder.pool, no loss.contrastive_* keys
         data = json.loads(state.read_text())
-        del data["identity"]["model"]["encoder"]["pool"], data["identity"]["model"]["loss"]["contrastive_pairs"]
+        model = data["identity"]["model"]
+        del model["encoder"]["pool"], model["loss"]["contrastive_pairs"], model["loss"]["contrastive_input"]
         state.write_text(json.dumps(data))
         manifest = state.parent / "manifest.json"  # keep it verifying: only the identity is older
         m = json.loads(manifest.read_text())
         digest = hashlib.sha256(state.read_bytes()).hexdigest()
         m["files"][state.name] = {"bytes": state.stat().st_size, "sha256": digest}
         manifest.write_text(json.dumps(m))
-    code, err = _script("recipe", "train_hrssm", "--config", str(DEMO_CONFIG),
-                        *tiny_run(synthetic_disk, out, "--optim.max_steps", "6"), "--resume", capsys=capsys)
-    assert code == 0, err
+    main = load_recipe("train_hrssm").main
+    assert main(["--config", str(DEMO_CONFIG), *tiny_run(synthetic_disk, out, "--optim.max_steps", "6"),
+                 "--resume"]) == 0
+    assert "resumed from" in capsys.readouterr().out
 
 
 def _damaged_copy(export: Path, tmp_path: Path, name: str, content: bytes | None) -> Path:

@@ -252,3 +252,17 @@ def test_under_bf16_autocast_the_distributions_and_losses_stay_fp32():
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in out.metrics.values())
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_legacy_defaults_fill_what_old_files_meant_without_touching_the_input():
+    from hrssm.config import with_legacy_defaults
+
+    old = {"encoder": {"width": 64}, "loss": {"contrastive": "barlow"}}
+    filled = with_legacy_defaults(old)
+    assert old == {"encoder": {"width": 64}, "loss": {"contrastive": "barlow"}}  # the input is not changed
+    assert filled["encoder"] == {"width": 64, "pool": "cls"} and filled["decoder"] == {"conv_channels": 0}
+    assert filled["loss"]["contrastive_input"] == "z" and filled["loss"]["contrastive_pairs"] == "consecutive"
+    no_contrastive = with_legacy_defaults({"loss": {}})["loss"]  # the keys change nothing there: today's defaults
+    assert no_contrastive["contrastive_input"] == "tokens" and no_contrastive["contrastive_pairs"] == "consecutive"
+    assert with_legacy_defaults({"loss": {"contrastive_input": "tokens", "contrastive": "simclr"}})["loss"][
+        "contrastive_input"] == "tokens"  # a key the file has is kept

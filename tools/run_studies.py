@@ -191,9 +191,10 @@ def _backfill(name: str, row: dict, run_dir: Path, cache: Path, args) -> None:
     splits = _splits(args.data, model.cfg.image_size)
     if lacks_tokens:
         row["tokens"] = token_probes(model, splits, args.probe_seeds)
-    if lacks_seams:
-        row["reconstruction"]["seam_ratio"] = float(encode_dataset(model, splits["test"],
-                                                                   with_recon_metrics=True)["seam_ratio"])
+    if lacks_seams:  # (undefined for a patch as large as the image: then it stays n/a)
+        test = encode_dataset(model, splits["test"], with_recon_metrics=True)
+        if "seam_ratio" in test:
+            row["reconstruction"]["seam_ratio"] = float(test["seam_ratio"])
     atomic_write_text(cache, json.dumps(row, indent=2))
 
 
