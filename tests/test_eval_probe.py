@@ -44,7 +44,7 @@ def test_eval_probe_writes_the_floors_table_json_pictures_and_report(export_dir,
         assert probe["seeds"] == (1 if name in (ERM_PROBE, PLACE_PROBE) else 2)
     assert result["probes"][DFR_PROBE]["hyper"][0] in DFR_C_GRID
     assert isinstance(result["dfr_worst_group_margin_over_floors"], float)
-    assert set(result["reconstruction"]) == {"recon_std_ratio", "psnr", "psnr_mean_image", "psnr_gain"}
+    assert set(result["reconstruction"]) == {"recon_std_ratio", "psnr", "psnr_mean_image", "psnr_gain", "seam_ratio"}
     report = (out / "report.md").read_text()
     for picture in result["pictures"].values():
         assert f"]({picture})" in report and (out / picture).stat().st_size > 1000
