@@ -25,7 +25,7 @@ def image_metrics(recon: torch.Tensor, target: torch.Tensor, mean_image: torch.T
     """
     recon, target = recon.detach().float(), target.detach().float()
     seams = {}
-    if patch_size is not None and 1 < patch_size < min(target.shape[-2:]):  # borders and insides to compare
+    if patch_size is not None and has_seams(target, patch_size):
         seams["seam_ratio"] = seam_score(recon, patch_size) / seam_score(target, patch_size).clamp(min=1e-8)
     ratio = recon.flatten(1).std(dim=1) / target.flatten(1).std(dim=1).clamp(min=1e-6)
     floor_image = target.mean(dim=0, keepdim=True) if mean_image is None else mean_image[None].to(target)
@@ -44,13 +44,18 @@ def image_metrics(recon: torch.Tensor, target: torch.Tensor, mean_image: torch.T
     }
 
 
+def has_seams(images: torch.Tensor, patch_size: int) -> bool:
+    """Whether a patch_size grid on images (..., H, W) has both borders and patch insides to compare."""
+    return 1 < patch_size < min(images.shape[-2:])
+
+
 def seam_score(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     """How much sharper images (N, C, H, W) change across the borders of a patch_size grid than inside the patches:
     the mean absolute difference between neighbouring pixels on either side of a border / the same between
     neighbours inside a patch, averaged over columns and rows. About 1 for natural images and smooth
     reconstructions; a decoder that paints each patch on its own leaves a block grid (> 1).
     Needs 1 < patch_size < the image side."""
-    if not 1 < patch_size < min(images.shape[-2:]):
+    if not has_seams(images, patch_size):
         raise ValueError(f"seam_score needs 1 < patch_size < the image side {min(images.shape[-2:])}, got patch_size "
                          f"{patch_size}: with patches of 1 pixel there is no inside, with one patch no border")
     dx = (images[..., :, 1:] - images[..., :, :-1]).abs().mean(dim=(0, 1, 2))  # (W - 1,) jump after column j

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from hrssm.cli import cli_main
-from hrssm.commands import default_output_dir, model_and_data_parser
+from hrssm.commands import default_output_dir, local_export, model_and_data_parser
 
 PARTS = ("h", "z", "s", "latents", "tokens", "latents + tokens")
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
               for s in SPLITS}
     result = probe_parts(model, splits, tuple(range(args.seeds)), batch_size=args.batch_size)
     print(table(result))
-    out = Path(args.out) if args.out else default_output_dir(args.model, "eval_parts")
+    out = Path(args.out) if args.out else default_output_dir(args.model, local_export(args.model), "eval_parts")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "parts.json", json.dumps(result, indent=2))
     print(f"wrote {out / 'parts.json'}")

@@ -38,8 +38,7 @@ def local_export(model: str) -> Path | None:
     return resolve_export(model, [CONFIG_FILE]) if Path(model).exists() else None
 
 
-def default_output_dir(model: str, folder: str) -> Path:
-    """Where a command writes what it measures of `--model`: `folder` beside a local export (in its run folder),
-    else `folder`-OWNER--NAME in the working directory (a hub repo)."""
-    export_dir = local_export(model)
+def default_output_dir(model: str, export_dir: Path | None, folder: str) -> Path:
+    """Where a command writes what it measures of `--model`: `folder` beside its local export `export_dir` (in its
+    run folder; `local_export(model)`), else `folder`-OWNER--NAME in the working directory (a hub repo)."""
     return export_dir.parent / folder if export_dir else Path(f"{folder}-{model.replace('/', '--')}")

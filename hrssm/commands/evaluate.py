@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     latents = args.features == "latents"
     # a local export (its card and run are updated) or a hub repo (never a file of the hub cache)
     export_dir = local_export(args.model)
-    out = Path(args.out) if args.out else default_output_dir(args.model, "eval" if latents else "eval_tokens")
+    folder = "eval" if latents else "eval_tokens"
+    out = Path(args.out) if args.out else default_output_dir(args.model, export_dir, folder)
     model = load_world_model(args.model, device=args.device, revision=args.revision)
     result = evaluate_model(model, args.data, out, pictures=not args.no_pictures, batch_size=args.batch_size,
                             floors=not args.no_floors, seeds=tuple(range(args.seeds)),
@@ -63,7 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_card and latents:  # the card describes what encode() returns by default
             add_evaluation(export_dir, json.loads((out / "eval.json").read_text()), out, data=str(args.data))
             print(f"model card: {export_dir / 'README.md'} (eval_results and pictures added)")
-        folder = "eval" if latents else "eval_tokens"
         pictures = {f"{folder}/{Path(file).stem}": out / file for file in result.pictures.values()}
         sent = log_pictures_to_run(export_dir.parent, pictures) if pictures else []
         if sent:
