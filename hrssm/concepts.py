@@ -148,7 +148,8 @@ def tcav_by_class(logit_fn: LogitFn, features: np.ndarray, classes: np.ndarray, 
 
 
 def latents_to_features(lat: dict[str, torch.Tensor]) -> torch.Tensor:
-    """{h, z, s} -> (B, D) features [h, z, s of every cell] (`HierarchicalRSSM.features`, as `Encoder.encode`)."""
+    """{h, z, s} -> (B, D) features [h, z, s of every cell] (`HierarchicalRSSM.features`): the state the decoder
+    reads, z one-hot (`Encoder.encode` exports z's class probabilities instead), so an edit decodes."""
     from .rssm import HierarchicalRSSM
 
     return HierarchicalRSSM.features(lat["h"], lat["z"], lat.get("s"))

@@ -71,9 +71,9 @@ FEATURES = ("latents", "tokens")  # what `encode` can return: the posterior late
 def check_features(features: str) -> str:
     """`features` if it is one of FEATURES, else a ValueError that lists them."""
     if features not in FEATURES:
-        raise ValueError(f"features must be one of {FEATURES} ('latents': [h, z, s] of the RSSM posterior, what the "
-                         f"decoder and the concept tools use; 'tokens': the encoder's mean patch token), got "
-                         f"{features!r}")
+        raise ValueError(f"features must be one of {FEATURES} ('latents': [h, p(z), s] of the RSSM posterior, "
+                         f"the state the decoder reads with z's class probabilities; 'tokens': the encoder's mean "
+                         f"patch token), got {features!r}")
     return features
 
 
@@ -86,8 +86,10 @@ class EncodesImages:
 
         images: uint8 or float in [-0.5, 0.5] (see hrssm.data.preprocess); resized / cropped as the model's
         recorded preprocessing says (`cfg.preprocess`: what training applied).
-        Returns h (B, deter), z (B, stoch * classes) one-hot, s (B, cells, local_dim) (absent without a local level),
-        and with `tokens` also tokens (B, width): the encoder's mean patch token, from the same forward pass.
+        Returns the state the decoder reads: h (B, deter), z (B, stoch * classes) one-hot (each group's most likely
+        class), s (B, cells, local_dim) (absent without a local level); z_probs (B, stoch * classes), the global
+        posterior's class probabilities (z's mean, what `encode` exports: the one-hot mode keeps only which class
+        wins); and with `tokens` also tokens (B, width): the encoder's mean patch token, from the same forward pass.
         """
         with eval_mode(self):
             embed, patch_tokens = self._encoder_pass(images)  # (B, D), (B, P, D)
@@ -96,7 +98,7 @@ class EncodesImages:
                 cells = tokens_to_cells(patch_tokens, self.cfg.rssm.local_grid, self.cfg.cell_patches)[:, None]
             actions = embed.new_zeros(embed.shape[0], 1, self.cfg.action_dim)
             traj = self.rssm.observe(embed[:, None], cells, actions, sample=False)
-        out = {"h": traj.h[:, 0], "z": traj.z[:, 0]}
+        out = {"h": traj.h[:, 0], "z": traj.z[:, 0], "z_probs": traj.post_global[:, 0].exp().flatten(-2)}
         if traj.s is not None:
             out["s"] = traj.s[:, 0]
         if tokens:
@@ -112,11 +114,12 @@ class EncodesImages:
 
     @torch.no_grad()
     def encode(self, images, features: str = "latents") -> torch.Tensor:
-        """(B, D) features of each image seen once. features="latents" (default): [h, z, s of every cell in
-        row-major order] (`WorldModel.features` of one view, D = `feature_dim`); "tokens": the encoder's mean patch
-        token (D = encoder width), the input of `loss.contrastive_input="tokens"`."""
+        """(B, D) features of each image seen once. features="latents" (default): the posterior's means [h, z's
+        class probabilities, s of every cell in row-major order] (D = `feature_dim`; `encode_latents` has the parts);
+        "tokens": the encoder's mean patch token (D = encoder width), the input of
+        `loss.contrastive_input="tokens"`."""
         if check_features(features) == "tokens":
             with eval_mode(self):
                 return self._encoder_pass(images)[1].mean(1)
         lat = self.encode_latents(images)
-        return self.rssm.features(lat["h"], lat["z"], lat.get("s"))
+        return self.rssm.features(lat["h"], lat["z_probs"], lat.get("s"))

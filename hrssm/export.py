@@ -9,8 +9,9 @@ One layout, written by `export` and by `WorldModel.save_pretrained` / `push_to_h
     README.md            the model card (hrssm/model_card.py); evaluation/ holds its pictures after an evaluation
 
     enc = hrssm.load("runs/demo/export")          # or a hub repo id (revision=, token=, cache_dir=, ...)
-    feats = enc.encode(images)                     # (B, D): [h, z, s of every cell]; uint8 or [-0.5, 0.5] input
-    lat = enc.encode_latents(images)               # {"h": (B, deter), "z": (B, stoch*classes), "s": (B, cells, dim)}
+    feats = enc.encode(images)                     # (B, D): [h, p(z), s of every cell]; uint8 or [-0.5, 0.5] input
+    lat = enc.encode_latents(images)               # {"h": (B, deter), "z": (B, stoch*classes) one-hot, "z_probs",
+                                                   #  "s": (B, cells, dim)}
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Latents of a dataset to `.npz` and back to images.
 
-Arrays: features (N, D), h (N, deter), z (N, stoch*classes), s (N, cells, dim) (the local latents; (N, 0, 0) without
-a local level), label, place, group, img_id, and `metadata` (a JSON string: model, config hash, weights hash,
-preprocessing, data, split). Files written before the local array was named `s` call it `local`; they still load.
-Decoding checks the config hash and the weights hash (`model_hashes`), so latents are never decoded by a model they
-do not belong to, and refuses NaN/inf latents, naming the rows. A file that is not a readable latents file raises
-`LatentsError`.
+Arrays: features (N, D) (`Encoder.encode`), h (N, deter), z (N, stoch*classes) one-hot, s (N, cells, dim) (the local
+latents; (N, 0, 0) without a local level): h, z, s are the state the decoder reads, label, place, group, img_id, and
+`metadata` (a JSON string: model, config hash, weights hash, preprocessing, data, split). Files written before the
+local array was named `s` call it `local`; they still load. Decoding checks the config hash and the weights hash
+(`model_hashes`), so latents are never decoded by a model they do not belong to, and refuses NaN/inf latents, naming
+the rows. A file that is not a readable latents file raises `LatentsError`.
 """
 
 from __future__ import annotations
@@ -63,12 +63,13 @@ def dataset_latents(encoder, ds, batch_size: int = 128, progress: bool = True, d
                     features: str = "latents") -> dict[str, np.ndarray]:
     """Encode every image of a Waterbirds dataset with an `hrssm.Encoder` (deterministic latents; the model's own
     preprocessing), with a progress bar named `desc` unless `progress` is False. `features` says what the
-    `features` array holds (`Encoder.encode`): "latents" [h, z, s] or "tokens" (the encoder's mean patch token,
-    then also kept as `tokens`)."""
+    `features` array holds (`Encoder.encode`): "latents" [h, z's class probabilities, s] or "tokens" (the
+    encoder's mean patch token, then also kept as `tokens`). h, z (one-hot) and s are the state the decoder reads;
+    z_probs is returned too, not saved by `save_latents`."""
     from tqdm.auto import tqdm
 
     with_tokens = check_features(features) == "tokens"
-    parts: dict[str, list[torch.Tensor]] = {"h": [], "z": [], "s": [], "tokens": []}
+    parts: dict[str, list[torch.Tensor]] = {"h": [], "z": [], "z_probs": [], "s": [], "tokens": []}
     for start in tqdm(range(0, len(ds), batch_size), desc=desc, unit="batch", disable=not progress):
         lat = encoder.encode_latents(ds[start : start + batch_size]["image"], tokens=with_tokens)
         for key, value in lat.items():
@@ -78,7 +79,7 @@ def dataset_latents(encoder, ds, batch_size: int = 128, progress: bool = True, d
         out["s"] = np.zeros((len(ds), 0, 0), np.float32)
     s = torch.from_numpy(out["s"]) if out["s"].size else None
     out["features"] = out["tokens"] if with_tokens else encoder.rssm.features(
-        torch.from_numpy(out["h"]), torch.from_numpy(out["z"]), s).numpy()
+        torch.from_numpy(out["h"]), torch.from_numpy(out["z_probs"]), s).numpy()
     for key in ("label", "place", "group", "img_id"):
         out[key] = np.asarray(ds[key], dtype=np.int64)
     return out

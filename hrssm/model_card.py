@@ -166,7 +166,7 @@ Metrics at the end of training (averaged over the last log window, training view
 ```python
 import hrssm
 enc = hrssm.load("THIS_FOLDER_OR_REPO")      # encoder + RSSM posterior; revision=, token=, cache_dir=, ...
-features = enc.encode(images)                 # (B, {dim}) = [h, z, s of every cell]
+features = enc.encode(images)                 # (B, {dim}) = [h, p(z), s of every cell]
 tokens = enc.encode(images, features="tokens")  # (B, {cfg.encoder.width}): the encoder's mean patch token
 model = hrssm.load_world_model("THIS_FOLDER_OR_REPO")   # full model, decoder included (= WorldModel.from_pretrained)
 ```

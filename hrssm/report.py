@@ -105,7 +105,7 @@ def evaluate_model(model: WorldModel, data: str | os.PathLike, out_dir: str | os
     latent_maps: "tsne" always works (scikit-learn); "umap" is drawn when umap-learn is installed, else skipped.
     report_intro: markdown lines put before the results; extra_json: more entries for eval.json; data_revision: a
     hub dataset's branch, tag or commit. Images are preprocessed as the model records (`model.cfg.preprocess`).
-    features: what is probed, for the model and its random-init floor alike: "latents" ([h, z, s], the default) or
+    features: what is probed, for the model and its random-init floor alike: "latents" ([h, p(z), s], the default) or
     "tokens" (the encoder's mean patch token); see `Encoder.encode`.
     """
     check_features(features)

@@ -109,7 +109,7 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
         return images.reshape(*lead, *images.shape[1:])
 
     def features(self, trajectory: Trajectory) -> torch.Tensor:
-        """(B, T, F) features [h, z, s of every cell] (what a probe reads)."""
+        """(B, T, F) features [h, z, s of every cell] (the state; `encode` exports z's probabilities instead)."""
         return self.rssm.features(trajectory.h, trajectory.z, trajectory.s)
 
     @torch.no_grad()

@@ -126,13 +126,16 @@ def test_probe_parts_probes_each_part_of_the_features_beside_the_random_init(exp
     cfg = ModelConfig.preset("tiny", image_size=32, rssm={"local_grid": 2})
     r = cfg.rssm
     z, s = r.stoch * r.classes, r.local_grid**2 * r.local_dim
-    dims = {"h": r.deter, "z": z, "s": s, "latents": r.deter + z + s, "tokens": cfg.encoder.width,
+    dims = {"h": r.deter, "z": z, "z mode": z, "s": s, "latents": r.deter + z + s, "tokens": cfg.encoder.width,
             "latents + tokens": r.deter + z + s + cfg.encoder.width}
     for name in ("trained", "random init"):
         assert {p: v["dims"] for p, v in result[name].items()} == dims
         assert all(0 <= v["acc_wg"] <= 1 and v["seeds"] == 2 for v in result[name].values())
     printed = capsys.readouterr().out
     assert f"| latents | {dims['latents']} | {result['trained']['latents']['acc_wg']:.3f} ± " in printed
-    enc = {"h": np.ones((3, 2)), "z": np.zeros((3, 4)), "s": np.zeros((3, 0, 0)), "tokens": np.ones((3, 5))}
+    enc = {"h": np.ones((3, 2)), "z": np.eye(4)[[0, 1, 1]], "z_probs": np.full((3, 4), 0.25), "s": np.zeros((3, 0, 0)),
+           "tokens": np.ones((3, 5))}
+    assert np.array_equal(tool.part_features(enc, "z"), enc["z_probs"])  # the probabilities, as encode() exports
+    assert np.array_equal(tool.part_features(enc, "z mode"), enc["z"])
     with pytest.raises(ValueError, match="without a local level has no s"):
         tool.part_features(enc, "s")

@@ -44,11 +44,19 @@ def test_export_folder_and_bit_identical_features(trained, synthetic_disk):
     x = preprocess(_images(synthetic_disk), 32)
     model = res.model.eval()
     with torch.no_grad():
-        ref = model.features(model.observe(x[:, None], torch.zeros(len(x), 1, 1), sample=False))[:, 0]
+        traj = model.observe(x[:, None], torch.zeros(len(x), 1, 1), sample=False)
+    probs = traj.post_global[:, 0].exp().flatten(-2)  # (B, stoch * classes): the global posterior's probabilities
+    ref = model.rssm.features(traj.h[:, 0], probs, traj.s[:, 0])
     feats = enc.encode(x)
     assert feats.shape == (len(x), enc.feature_dim) and torch.equal(feats, ref)
     lat = enc.encode_latents(x)
-    assert set(lat) == {"h", "z", "s"} and lat["s"].shape == (len(x), 16, 64)
+    assert set(lat) == {"h", "z", "z_probs", "s"} and lat["s"].shape == (len(x), 16, 64)
+    assert torch.equal(lat["z"], traj.z[:, 0]) and torch.equal(lat["z_probs"], probs)  # z: the mode the decoder reads
+    stoch, classes = model.cfg.rssm.stoch, model.cfg.rssm.classes
+    p = probs.unflatten(-1, (stoch, classes))
+    torch.testing.assert_close(p.sum(-1), torch.ones(len(x), stoch))
+    assert torch.equal(lat["z"].unflatten(-1, (stoch, classes)).argmax(-1), p.argmax(-1))
+    assert not torch.equal(probs, lat["z"])  # the features keep how sure the posterior is, not only which class won
 
 
 def test_encode_tokens_is_the_trained_encoders_mean_patch_token(trained, synthetic_disk):

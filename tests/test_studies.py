@@ -63,5 +63,12 @@ def test_a_study_trains_evaluates_writes_and_reuses_its_runs(synthetic_disk, tmp
     assert studies.main(args) == 0  # cached: nothing is retrained; what the row lacks comes from the export
     assert "== " not in capsys.readouterr().out
     assert json.loads(cached.read_text()) == first
+    stale = {**first, "spec": {**first["spec"], "protocol": studies.PROTOCOL - 1},
+             "probes": {}, "train_seconds": -1.0}  # a row of the previous evaluation protocol
+    cached.write_text(json.dumps(stale))
+    assert studies.main(args) == 0  # re-evaluated from its export, not retrained: the training time is kept
+    out = capsys.readouterr().out
+    assert out.count("== ") == 1 and f"== default: re-evaluating its export (protocol {studies.PROTOCOL - 1}" in out
+    assert json.loads(cached.read_text()) == {**first, "train_seconds": -1.0}
     assert studies.main([*args[:3], "3", *args[4:]]) == 0  # another spec (steps) retrains
     assert capsys.readouterr().out.count("== ") == 4

@@ -3,11 +3,12 @@
 
     python tools/probe_parts.py --model runs/demo/export --data data/synthetic_waterbirds_64
 
-The parts: h (the deterministic state), z (the global latent), s (every local cell, flat), the latents [h, z, s]
-(what `encode()` returns), the encoder's mean patch token (`encode(features="tokens")`) and the latents with that
-token appended. Each is probed with DFR as published (docs/evaluation.md: worst group on test, mean ± std over the
-probe seeds, and the worst group of the validation halves that chose C), for the model and for a random-init model
-of the same config. Prints a table, writes parts.json to --out.
+The parts: h (the deterministic state), z (the global latent's class probabilities; "z mode": its one-hot mode, what
+the decoder reads), s (every local cell, flat), the latents [h, z, s] (what `encode()` returns), the encoder's mean
+patch token (`encode(features="tokens")`) and the latents with that token appended. Each is probed with DFR as
+published (docs/evaluation.md: worst group on test, mean ± std over the probe seeds, and the worst group of the
+validation halves that chose C), for the model and for a random-init model of the same config. Prints a table,
+writes parts.json to --out.
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ import numpy as np
 from hrssm.cli import cli_main
 from hrssm.commands import default_output_dir, local_export, model_and_data_parser
 
-PARTS = ("h", "z", "s", "latents", "tokens", "latents + tokens")
+PARTS = ("h", "z", "z mode", "s", "latents", "tokens", "latents + tokens")
 
 
 def part_features(enc: dict[str, np.ndarray], part: str) -> np.ndarray:
-    """(N, D) features of one part from `dataset_latents(..., features="tokens")` output (h, z, s, tokens)."""
+    """(N, D) features of one part from `dataset_latents(..., features="tokens")` output (h, z, z_probs, s,
+    tokens): "z" is the global posterior's class probabilities (what `encode()` exports), "z mode" its one-hot mode
+    (what the decoder reads)."""
     s = enc["s"].reshape(len(enc["s"]), -1)
-    pieces = {"h": [enc["h"]], "z": [enc["z"]], "s": [s], "latents": [enc["h"], enc["z"], s],
-              "tokens": [enc["tokens"]], "latents + tokens": [enc["h"], enc["z"], s, enc["tokens"]]}[part]
+    z = enc["z_probs"]
+    pieces = {"h": [enc["h"]], "z": [z], "z mode": [enc["z"]], "s": [s], "latents": [enc["h"], z, s],
+              "tokens": [enc["tokens"]], "latents + tokens": [enc["h"], z, s, enc["tokens"]]}[part]
     if sum(p.shape[1] for p in pieces) == 0:
         raise ValueError(f"this model has no {part!r} features (a model without a local level has no s)")
     return np.concatenate(pieces, axis=1)

@@ -7,7 +7,8 @@ Waterbirds at 64x64, 1200 steps), each trained once and evaluated with the proto
     python tools/run_studies.py --steps 300 --out /tmp/studies   # a quick look
 
 Runs go to --runs (default runs/studies/<variant>) and are reused: a variant whose study.json matches its spec is
-not retrained, so an interrupted sweep continues where it stopped. Each study writes <out>/<study>.md (table),
+not retrained, so an interrupted sweep continues where it stopped; a world model's row of an older evaluation
+protocol (PROTOCOL) is re-evaluated from its export. Each study writes <out>/<study>.md (table),
 .json (numbers) and .png (bars). Single seed per variant; the `seeds` study measures the seed-to-seed spread.
 """
 
@@ -31,12 +32,20 @@ from hrssm.evaluation import PLACE_PROBE as PLACE
 from hrssm.report import RECON_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
-PROTOCOL = 2  # the evaluation protocol's version: cached rows of another protocol are re-evaluated
+PROTOCOL = 3  # the evaluation protocol's version: cached rows of another protocol are re-evaluated (3: the latents'
+# z is the global posterior's class probabilities; 2: its one-hot mode)
 DEMO = ROOT / "recipes" / "configs" / "demo.yaml"
 
 _SIMCLR = ["--model.encoder.stem", "conv", "--views.grayscale", "0.5", "--views.paste", "0.7",
            "--model.loss.contrastive", "simclr", "--model.loss.contrastive_input", "tokens",
            "--model.loss.contrastive_scale", "20000"]  # object views + SimCLR on the encoder's mean patch token
+# SimCLR's own views (its paper: crops and colour are what make instance discrimination learn): crops of 30-100% of
+# the image, colour jitter 0.4, 20% gray, half the views pasted over another background; temperature 0.2
+_SIMCLR_STRONG = ["--model.encoder.stem", "conv", "--model.encoder.pool", "mean", "--views.crop_scale", "[0.3, 1.0]",
+                  "--views.brightness", "0.4", "--views.contrast", "0.4", "--views.saturation", "0.4",
+                  "--views.grayscale", "0.2", "--views.paste", "0.5", "--model.loss.contrastive", "simclr",
+                  "--model.loss.contrastive_input", "tokens", "--model.loss.contrastive_scale", "20000",
+                  "--model.loss.simclr_temperature", "0.2"]
 
 # variant -> (label, overrides of demo.yaml, kind)
 VARIANTS: dict[str, tuple[str, list[str], str]] = {
@@ -83,6 +92,8 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
     "decoder_conv_head": ("decoder with a convolutional head (decoder.conv_channels 16: two 3x3 convolutions over "
                           "the unpatchified output, across patch borders)", ["--model.decoder.conv_channels", "16"],
                           "wm"),
+    "simclr_strong_views": ("SimCLR on the mean token (as simclr_mean_pool) with strong views: crops 0.3-1, colour "
+                            "jitter 0.4, grayscale 0.2, paste 0.5, temperature 0.2", _SIMCLR_STRONG, "wm"),
     "vae_beta1": ("plain VAE (beta 1), same encoder / decoder, T=1", [], "vae:1.0"),
     "vae_beta0.1": ("plain VAE (beta 0.1 = the world model's posterior KL weight), T=1", [], "vae:0.1"),
 }
@@ -105,6 +116,8 @@ STUDIES: dict[str, tuple[str, list[str]]] = {
                                                      "simclr_mean_pool_all", "simclr_z_mean_pool"]),
     "decoder_seams": ("The block grid in reconstructions: a linear vs a convolutional decoder head",
                       ["default", "decoder_conv_head"]),
+    "strong_views": ("SimCLR's own views (strong crops and colour jitter) instead of the world model's mild ones",
+                     ["simclr_mean_pool", "simclr_strong_views"]),
     "sequence": ("Sequence length and views: T = 1 / 4 / 8, repeat vs augment",
                  ["T1_repeat", "T1_augment", "T4_repeat", "default", "T8_repeat", "T8_augment"]),
 }
@@ -112,7 +125,7 @@ STUDIES: dict[str, tuple[str, list[str]]] = {
 
 def run_variant(name: str, args) -> dict:
     """Train (or reuse) one variant and evaluate it beside its random-init floor; the row is cached in
-    <runs>/<name>/study.json."""
+    <runs>/<name>/study.json. A world-model row of another evaluation protocol is re-evaluated from its export."""
     label, overrides, kind = VARIANTS[name]
     run_dir = Path(args.runs) / name
     spec = {"overrides": overrides, "kind": kind, "steps": args.steps, "data": str(args.data),
@@ -124,6 +137,17 @@ def run_variant(name: str, args) -> dict:
             if kind == "wm":  # a row from an older harness: add what it lacks from its export
                 _backfill(name, row, run_dir, cache, args)
             return row
+        if kind == "wm" and {**row.get("spec", {}), "protocol": PROTOCOL} == spec and (run_dir / "export").is_dir():
+            from hrssm.export import load_world_model
+
+            print(f"== {name}: re-evaluating its export (protocol {row['spec'].get('protocol')} -> {PROTOCOL})",
+                  flush=True)
+            model = load_world_model(run_dir / "export").eval()
+            row.update(_evaluate_world_model(model, _splits(args.data, model.cfg.image_size), args), spec=spec,
+                       label=label)
+            atomic_write_text(cache, json.dumps(row, indent=2))
+            print(f"   {_cells(row)}", flush=True)
+            return row
     from hrssm.evaluation import standard_probes
     from hrssm.train_config import TrainConfig
 
@@ -134,41 +158,50 @@ def run_variant(name: str, args) -> dict:
     print(f"== {name}: {label}", flush=True)
     start = time.perf_counter()
     splits = _splits(args.data, cfg.model_config().image_size)
+    row = {"name": name, "label": label, "spec": spec}
     if kind == "wm":
-        from hrssm.report import RANDOM_INIT, TRAINED, feature_sets
         from hrssm.trainer import train
 
         result = train(cfg, overwrite=True)  # a stale run of this variant (another spec, or killed) is redone
         model, metrics = result.model.eval(), result.metrics
-        seconds = time.perf_counter() - start
-        feats = feature_sets(model, splits, floors=True, progress=False)
-        feats = {"trained": feats[TRAINED], "random init": feats[RANDOM_INIT]}
-        params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("target_encoder"))
+        row["train_seconds"] = round(time.perf_counter() - start, 1)
+        row.update(_evaluate_world_model(model, splits, args))
     else:
         from hrssm.baselines import ViTVAE, train_vae, vae_features
 
         beta = float(kind.split(":")[1])
         model, metrics = train_vae(cfg, beta=beta)
-        seconds = time.perf_counter() - start
+        row["train_seconds"] = round(time.perf_counter() - start, 1)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             random_vae = ViTVAE(cfg.model_config(), beta).eval()
         feats = {"trained": {s: vae_features(model, d, with_recon_metrics=(s == "test")) for s, d in splits.items()},
                  "random init": {s: vae_features(random_vae, d) for s, d in splits.items()}}
-        params = sum(p.numel() for p in model.parameters())
-    seeds = tuple(range(args.probe_seeds))
-    probes = {k: standard_probes(f, seeds) for k, f in feats.items()}
-    recon = {k: float(feats["trained"]["test"][k]) for k in RECON_KEYS if k in feats["trained"]["test"]}
-    tokens = token_probes(model, splits, args.probe_seeds) if kind == "wm" else None
-    row = {"name": name, "label": label, "spec": spec, "train_seconds": round(seconds, 1), "params": params,
-           "kl_global_raw": metrics.get("kl_global_raw"), "kl_local_raw": metrics.get("kl_local_raw"),
-           "reconstruction": recon, "probes": {k: v.to_dict() for k, v in probes["trained"].items()},
-           "random_init": {k: v.to_dict() for k, v in probes["random init"].items()}}
-    if tokens is not None:
-        row["tokens"] = tokens
+        probes = {k: standard_probes(f, tuple(range(args.probe_seeds))) for k, f in feats.items()}
+        row.update(params=sum(p.numel() for p in model.parameters()),
+                   reconstruction={k: float(feats["trained"]["test"][k]) for k in RECON_KEYS
+                                   if k in feats["trained"]["test"]},
+                   probes={k: v.to_dict() for k, v in probes["trained"].items()},
+                   random_init={k: v.to_dict() for k, v in probes["random init"].items()})
+    row.update(kl_global_raw=metrics.get("kl_global_raw"), kl_local_raw=metrics.get("kl_local_raw"))
     atomic_write_text(cache, json.dumps(row, indent=2))
     print(f"   {_cells(row)}", flush=True)
     return row
+
+
+def _evaluate_world_model(model, splits: dict, args) -> dict:
+    """The row entries of a trained world model: params, reconstruction metrics, the standard probes of its latents
+    and of its random-init twin's, and the token probes."""
+    from hrssm.evaluation import standard_probes
+    from hrssm.report import RANDOM_INIT, TRAINED, feature_sets
+
+    feats = feature_sets(model, splits, floors=True, progress=False)
+    probes = {k: standard_probes(feats[k], tuple(range(args.probe_seeds))) for k in (TRAINED, RANDOM_INIT)}
+    return {"params": sum(p.numel() for n, p in model.named_parameters() if not n.startswith("target_encoder")),
+            "reconstruction": {k: float(feats[TRAINED]["test"][k]) for k in RECON_KEYS if k in feats[TRAINED]["test"]},
+            "probes": {k: v.to_dict() for k, v in probes[TRAINED].items()},
+            "random_init": {k: v.to_dict() for k, v in probes[RANDOM_INIT].items()},
+            "tokens": token_probes(model, splits, args.probe_seeds)}
 
 
 def _backfill(name: str, row: dict, run_dir: Path, cache: Path, args) -> None:

@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-card", action="store_true", help="leave the export's model card as it is")
     p.add_argument("--seeds", type=int, default=5, help="probe seeds (validation splits, balanced subsamples)")
     p.add_argument("--features", choices=FEATURES, default="latents",
-                   help="what is probed (model and random-init floor alike): 'latents' = [h, z, s] of the RSSM "
-                   "posterior (what `encode()` returns, the default), 'tokens' = the encoder's mean patch token. "
+                   help="what is probed (model and random-init floor alike): 'latents' = [h, p(z), s] of the "
+                   "RSSM posterior (what `encode()` returns, the default), 'tokens' = the encoder's mean patch token. "
                    "With 'tokens' the default output folder is eval_tokens/ and the model card is left alone")
     args = p.parse_args(argv)
     latents = args.features == "latents"

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"model": str(args.model), **model_hashes(enc), "data": str(args.data),
             "split": args.split, "hrssm_version": __version__,
             "preprocessing": {**prep, "pixel_range": list(enc.cfg.preprocess.pixel_range)},
-            "features": "[h, z, s of every cell in row-major order]"}
+            "features": "[h, z's class probabilities, s of every cell in row-major order]"}
     path = save_latents(args.out, arrays, meta)
     print(f"wrote {len(ds)} latents ({arrays['features'].shape[1]} features each) to {path}")
     return 0
