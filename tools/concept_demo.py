@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     test = splits["test"]
     cf_test = add_counterfactuals(test, "test", cfg.data.synthetic_seed)
     place = np.asarray(test["place"])
-    water_cav = learn_cav(tr["features"][tr["place"] == 1], tr["features"][tr["place"] == 0])
+    state = _state_features(tr)  # edits move the decodable state (z one-hot), so the CAV is learned there
+    water_cav = learn_cav(state[tr["place"] == 1], state[tr["place"] == 0])
     direction = torch.as_tensor(np.where(place == 0, 1.0, -1.0))  # towards the other background
     size = demo.cfg.image_size
     cf_train = add_counterfactuals(splits["train"], "train", cfg.data.synthetic_seed)
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print("[5/5] planning edit actions in imagination: remove the background, keep the bird", flush=True)
     ed = {sp: dataset_latents(editor, ds, progress=False) for sp, ds in splits.items()}
+    for arrays in ed.values():  # the planner scores edited states: its probes are fit on states too
+        arrays["features"] = _state_features(arrays)
     e_place = train_probe(ed["train"], ed["validation"], ed["test"], "place").probe
     e_short = train_probe(ed["train"], ed["validation"], ed["test"], "label")
     e_dfr = dfr_probe(ed["train"], ed["validation"], ed["test"], "label", seeds=(0,))
@@ -125,6 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + md)
     print(f"wrote {out}/edits.png, tcav.png, concepts.json, concepts.md")
     return 0
+
+
+def _state_features(arrays: dict) -> np.ndarray:
+    """(N, D) [h, z, s] of `dataset_latents` arrays with z one-hot: the decodable state that edits move
+    (`latents_to_features`), where `encode` has z's class probabilities."""
+    from hrssm.concepts import latents_to_features
+
+    lat = {k: torch.from_numpy(arrays[k]) for k in ("h", "z", "s") if arrays[k].size}
+    return latents_to_features(lat).numpy()
 
 
 def _encode(model, images, batch: int = 256) -> np.ndarray:

@@ -142,7 +142,7 @@ def run_variant(name: str, args) -> dict:
 
             print(f"== {name}: re-evaluating its export (protocol {row['spec'].get('protocol')} -> {PROTOCOL})",
                   flush=True)
-            model = load_world_model(run_dir / "export").eval()
+            model = load_world_model(run_dir / "export", "cuda" if torch.cuda.is_available() else "cpu").eval()
             row.update(_evaluate_world_model(model, _splits(args.data, model.cfg.image_size), args), spec=spec,
                        label=label)
             atomic_write_text(cache, json.dumps(row, indent=2))
