@@ -137,12 +137,10 @@ def run_variant(name: str, args) -> dict:
             if kind == "wm":  # a row from an older harness: add what it lacks from its export
                 _backfill(name, row, run_dir, cache, args)
             return row
-        if kind == "wm" and {**row.get("spec", {}), "protocol": PROTOCOL} == spec and (run_dir / "export").is_dir():
-            from hrssm.export import load_world_model
-
+        if kind == "wm" and {**row.get("spec", {}), "protocol": PROTOCOL} == spec and _has_export(run_dir):
             print(f"== {name}: re-evaluating its export (protocol {row['spec'].get('protocol')} -> {PROTOCOL})",
                   flush=True)
-            model = load_world_model(run_dir / "export", "cuda" if torch.cuda.is_available() else "cpu").eval()
+            model = _load_export(run_dir)
             row.update(_evaluate_world_model(model, _splits(args.data, model.cfg.image_size), args), spec=spec,
                        label=label)
             atomic_write_text(cache, json.dumps(row, indent=2))
@@ -204,6 +202,17 @@ def _evaluate_world_model(model, splits: dict, args) -> dict:
             "tokens": token_probes(model, splits, args.probe_seeds)}
 
 
+def _has_export(run_dir: Path) -> bool:
+    return (run_dir / "export" / "config.json").is_file()
+
+
+def _load_export(run_dir: Path):
+    """The world model a variant exported, in eval mode, on the GPU when there is one."""
+    from hrssm.export import load_world_model
+
+    return load_world_model(run_dir / "export", "cuda" if torch.cuda.is_available() else "cpu").eval()
+
+
 def _backfill(name: str, row: dict, run_dir: Path, cache: Path, args) -> None:
     """Add what a cached world-model row of an older harness lacks (the encoder-token probes, the seam ratio of its
     reconstructions) from its export, without retraining; n/a in the table when the export is gone."""
@@ -212,15 +221,14 @@ def _backfill(name: str, row: dict, run_dir: Path, cache: Path, args) -> None:
     lacks_seams = bool(row["reconstruction"]) and "seam_ratio" not in row["reconstruction"]
     if not (lacks_tokens or lacks_seams):
         return
-    from hrssm import WorldModel
     from hrssm.evaluation import encode_dataset
 
-    if not (run_dir / "export" / "config.json").is_file():
+    if not _has_export(run_dir):
         print(f"   {name}: cached row without its export ({run_dir / 'export'}): what it lacks is n/a", flush=True)
         return
     print(f"   {name}: cached row; adding from its export:" + " encoder tokens" * lacks_tokens
           + " seam ratio" * lacks_seams, flush=True)
-    model = WorldModel.from_pretrained(run_dir / "export").eval()
+    model = _load_export(run_dir)
     splits = _splits(args.data, model.cfg.image_size)
     if lacks_tokens:
         row["tokens"] = token_probes(model, splits, args.probe_seeds)
