@@ -1,14 +1,16 @@
 #!/usr/bin/env python
-"""Wall time of the main job (recipes/configs/demo.yaml) in several variants (source trees, overrides), back to back.
+"""Wall time of a training config (default: the studies' base, recipes/configs/studies_base.yaml, the main job until
+issue 12's contrastive warm-up) in several variants (source trees, overrides), back to back.
 
     git archive <before-commit> | tar -x -C /tmp/before && ln -s $PWD/data /tmp/before/data
     python benchmarks/bench_main_job.py --run before=/tmp/before --run now=. --run "bf16=. --optim.mixed_precision bf16"
 
-Each round runs `recipes/train_hrssm.py --config recipes/configs/demo.yaml --optim.max_steps STEPS` once per variant
+Each round runs `recipes/train_hrssm.py --config CONFIG --optim.max_steps STEPS` once per variant
 (`--run LABEL=TREE [OVERRIDES]`: the code of TREE, the overrides after it; a fresh process each, no trackers, no
 progress bar), in the order given, so the variants share the machine's load; a variant's time is the best over the
-rounds, and the table gives each one's ratio to the first. The data comes from each tree's own `data/` (the demo
-config's relative path).
+rounds, and the table gives each one's ratio to the first. The data comes from each tree's own `data/` (the
+configs' relative path). With `--config recipes/configs/demo.yaml` pass `--steps` above its contrastive warm-up (400)
+or a smaller `--optim.contrastive_warmup_steps` in the overrides.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train_step import write_results  # noqa: E402
 
 
-def run_tree(tree: Path, steps: int, extra: list[str]) -> float:
-    """Seconds of one main-job run of `steps` steps with the code of `tree`."""
+def run_tree(tree: Path, config: str, steps: int, extra: list[str]) -> float:
+    """Seconds of one training run of `config` for `steps` steps with the code of `tree`."""
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "recipes/train_hrssm.py", "--config", "recipes/configs/demo.yaml", "--output_dir", out,
+        cmd = [sys.executable, "recipes/train_hrssm.py", "--config", config, "--output_dir", out,
                "--optim.max_steps", str(steps), "--log.trackers", "[]", "--log.progress", "false", *extra]
         env = {**os.environ, "PYTHONPATH": str(tree)}
         start = time.perf_counter()
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", action="append", required=True, metavar="LABEL=TREE [OVERRIDES]",
                    help="a variant; the first is the reference")
+    p.add_argument("--config", default="recipes/configs/studies_base.yaml", help="relative to each tree")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--out", default="benchmarks/results/bench_main_job.json")
@@ -58,14 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {label: [] for label in runs}
     for r in range(args.rounds):
         for label, (tree, overrides) in runs.items():
-            times[label].append(run_tree(tree, args.steps, overrides))
+            times[label].append(run_tree(tree, args.config, args.steps, overrides))
             print(f"round {r + 1}: {label}  {times[label][-1]:.1f} s", flush=True)
     best = {label: min(v) for label, v in times.items()}
     reference = best[next(iter(runs))]
     print(f"\n{'variant':<24} {'best s':>8} {'s / step':>9} {'vs first':>9}")
     for label, seconds in best.items():
         print(f"{label:<24} {seconds:>8.1f} {seconds / args.steps:>9.3f} {seconds / reference:>9.3f}")
-    write_results(args.out, {"steps": args.steps, "rounds": args.rounds, "times": times,
+    write_results(args.out, {"config": args.config, "steps": args.steps, "rounds": args.rounds, "times": times,
                              "runs": {label: [str(tree), overrides] for label, (tree, overrides) in runs.items()}})
     return 0
 

@@ -65,15 +65,19 @@ def tokens_to_cells(tokens: torch.Tensor, grid: int, cell: int) -> torch.Tensor:
     return rearrange(tokens, "n (gh kh gw kw) d -> n (gh gw) (kh kw d)", gh=grid, kh=cell, kw=cell)
 
 
-FEATURES = ("latents", "tokens")  # what `encode` can return: the posterior latents, or the encoder's mean patch token
+# what `encode` can return, and what each is (for messages, help texts and reports)
+FEATURES = {
+    "latents": "[h, p(z), s] of the RSSM posterior, the state the decoder reads with z's class probabilities",
+    "global": "[h, p(z)], the global level of the posterior: the latents without the local cells",
+    "tokens": "the encoder's mean patch token",
+}
 
 
 def check_features(features: str) -> str:
     """`features` if it is one of FEATURES, else a ValueError that lists them."""
     if features not in FEATURES:
-        raise ValueError(f"features must be one of {FEATURES} ('latents': [h, p(z), s] of the RSSM posterior, "
-                         f"the state the decoder reads with z's class probabilities; 'tokens': the encoder's mean "
-                         f"patch token), got {features!r}")
+        raise ValueError(f"features must be one of {tuple(FEATURES)} ("
+                         + "; ".join(f"{k!r}: {v}" for k, v in FEATURES.items()) + f"), got {features!r}")
     return features
 
 
@@ -116,10 +120,11 @@ class EncodesImages:
     def encode(self, images, features: str = "latents") -> torch.Tensor:
         """(B, D) features of each image seen once. features="latents" (default): the posterior's means [h, z's
         class probabilities, s of every cell in row-major order] (D = `feature_dim`; `encode_latents` has the parts);
+        "global": [h, z's class probabilities], the image-level part of the latents (D = deter + stoch * classes);
         "tokens": the encoder's mean patch token (D = encoder width), the input of
         `loss.contrastive_input="tokens"`."""
         if check_features(features) == "tokens":
             with eval_mode(self):
                 return self._encoder_pass(images)[1].mean(1)
         lat = self.encode_latents(images)
-        return self.rssm.features(lat["h"], lat["z_probs"], lat.get("s"))
+        return self.rssm.features(lat["h"], lat["z_probs"], lat.get("s") if features == "latents" else None)

@@ -61,7 +61,7 @@ def encode_dataset(model, ds, batch_size: int = 128, with_recon_metrics: bool = 
                    max_recon_images: int = 1024, progress: bool = False, desc: str = "encoding",
                    features: str = "latents") -> dict[str, np.ndarray]:
     """`hrssm.latents.dataset_latents` (features, h, z, z_probs, s, label, place, group, img_id) of every image;
-    `features` ("latents" or "tokens", see `Encoder.encode`) says what the `features` array holds.
+    `features` ("latents", "global" or "tokens", see `Encoder.encode`) says what the `features` array holds.
 
     With `with_recon_metrics` (and a pixel decoder), also the reconstruction metrics of the first
     `max_recon_images` images decoded from those latents: recon_std_ratio, psnr, psnr_mean_image, psnr_gain,

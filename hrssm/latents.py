@@ -63,9 +63,9 @@ def dataset_latents(encoder, ds, batch_size: int = 128, progress: bool = True, d
                     features: str = "latents") -> dict[str, np.ndarray]:
     """Encode every image of a Waterbirds dataset with an `hrssm.Encoder` (deterministic latents; the model's own
     preprocessing), with a progress bar named `desc` unless `progress` is False. `features` says what the
-    `features` array holds (`Encoder.encode`): "latents" [h, z's class probabilities, s] or "tokens" (the
-    encoder's mean patch token, then also kept as `tokens`). h, z (one-hot) and s are the state the decoder reads;
-    z_probs is returned too, not saved by `save_latents`."""
+    `features` array holds (`Encoder.encode`): "latents" [h, z's class probabilities, s], "global" [h, z's class
+    probabilities] or "tokens" (the encoder's mean patch token, then also kept as `tokens`). h, z (one-hot) and s
+    are the state the decoder reads; z_probs is returned too, not saved by `save_latents`."""
     from tqdm.auto import tqdm
 
     with_tokens = check_features(features) == "tokens"
@@ -77,7 +77,7 @@ def dataset_latents(encoder, ds, batch_size: int = 128, progress: bool = True, d
     out = {k: torch.cat(v).numpy() for k, v in parts.items() if v}
     if "s" not in out:
         out["s"] = np.zeros((len(ds), 0, 0), np.float32)
-    s = torch.from_numpy(out["s"]) if out["s"].size else None
+    s = torch.from_numpy(out["s"]) if out["s"].size and features == "latents" else None
     out["features"] = out["tokens"] if with_tokens else encoder.rssm.features(
         torch.from_numpy(out["h"]), torch.from_numpy(out["z_probs"]), s).numpy()
     for key in ("label", "place", "group", "img_id"):

@@ -21,7 +21,7 @@ import torch
 from ._io import atomic_write_text
 from .data import GROUP_NAMES, SPLITS, load_waterbirds, preprocess
 from .data.contact_sheet import contact_sheet
-from .encoder import check_features
+from .encoder import FEATURES, check_features
 from .evaluation import (
     DFR_PROBE,
     PROBE_SEEDS,
@@ -127,7 +127,7 @@ def evaluate_model(model: WorldModel, data: str | os.PathLike, out_dir: str | os
                   + (f", seam ratio {recon['seam_ratio']:.2f} (1: no block grid at patch borders)"
                      if "seam_ratio" in recon else ""), ""]
     spread = f"mean ± std over {len(seeds)} probe seeds" if len(seeds) > 1 else "one probe seed"
-    what = "" if features == "latents" else " (the encoder's mean patch token, for the model and its random init)"
+    what = "" if features == "latents" else f" ({FEATURES[features]}, for the model and its random init)"
     lines += [f"Test accuracy ({spread}) of the trained features{what} and their floors:", "", floors_table(results),
               ""]
     result = EvalResult(results[TRAINED], recon, "", results, sizes={s: len(d) for s, d in splits.items()},
@@ -140,7 +140,8 @@ def evaluate_model(model: WorldModel, data: str | os.PathLike, out_dir: str | os
     if pictures:
         progress("drawing the pictures")
         result.pictures = _pictures(model, splits["test"], feats[TRAINED]["test"], result.probes, out, latent_maps,
-                                    "latents" if features == "latents" else "mean patch tokens")
+                                    {"tokens": "mean patch tokens", "global": "global latents"}.get(features,
+                                                                                                   "latents"))
     _write_json(out / "eval.json", {**result.to_dict(), **(extra_json or {})})
     _write_report(out, result, report_intro or [])
     return result

@@ -71,10 +71,17 @@ class OptimConfig(Config):
     max_grad_norm: float = 1e4  # losses are sums over pixels: gradient norms are large (Adam does not mind)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     compile: bool = False  # torch.compile the model step (forward + backward); the first steps pay the compile time
+    # the first N steps train only the encoder and projector on the contrastive loss (no RSSM, no decoder: each
+    # costs ~0.4 of a full step), so the encoder finds the object before reconstruction and the KL start; needs
+    # model.loss.contrastive on contrastive_input "tokens". 0: every step trains everything
+    contrastive_warmup_steps: int = 0
 
     def validate(self) -> None:
         self.check(integer, "batch_size", "grad_accum", "max_steps")
-        self.check(integer, "warmup_steps", low=0)
+        self.check(integer, "warmup_steps", "contrastive_warmup_steps", low=0)
+        if self.contrastive_warmup_steps >= self.max_steps:
+            raise ConfigError(f"{self.key('contrastive_warmup_steps')}={self.contrastive_warmup_steps} must be below "
+                              f"{self.key('max_steps')}={self.max_steps}: the world model trains after the warm-up")
         self.check(number, "lr", "max_grad_norm", low_open=True)
         self.check(number, "weight_decay")
         self.check(number, "min_lr_ratio", high=1, high_closed=True)
@@ -188,7 +195,15 @@ class TrainConfig(Config):
 
     def validate(self) -> None:
         self.check(integer, "seed", low=0)
-        action_dim = self.model_config().action_dim
+        model_cfg = self.model_config()
+        action_dim = model_cfg.action_dim
+        loss = model_cfg.loss
+        if self.optim.contrastive_warmup_steps and (loss.contrastive == "none" or loss.contrastive_input != "tokens"):
+            raise ConfigError(f"optim.contrastive_warmup_steps={self.optim.contrastive_warmup_steps} trains the encoder "
+                              "on the contrastive loss alone, but the model has model.loss.contrastive="
+                              f"{loss.contrastive!r}, contrastive_input={loss.contrastive_input!r}: set "
+                              "model.loss.contrastive=simclr (or barlow) and model.loss.contrastive_input=tokens, or "
+                              "optim.contrastive_warmup_steps=0")
         if self.views.action_dim != action_dim:
             raise ValueError(f"views.action_dim={self.views.action_dim} differs from the model's action_dim "
                              f"{action_dim}: set both")

@@ -89,7 +89,7 @@ class TrainState:
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "nonfinite": self.nonfinite, "scheduler": self.scheduler.state_dict(),
-                "window": {"steps": self.window.steps, "last": self.window.last},
+                "window": {"steps": self.window.steps, "counts": self.window.counts, "last": self.window.last},
                 "collapse_announced": self.collapse.announced}
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -102,6 +102,9 @@ class TrainState:
         device = self.window.device
         self.window.sums = {k.removeprefix("window."): v.to(device) for k, v in tensors.items()
                             if k.startswith("window.")}
+        # (checkpoints before the per-metric counts: every metric was reported at every step)
+        self.window.counts = {k: int(state["window"].get("counts", {}).get(k, self.window.steps))
+                              for k in self.window.sums}
         self.collapse.announced = bool(state["collapse_announced"])
 
 
@@ -215,7 +218,8 @@ def _train(accelerator, cfg: TrainConfig, resume: bool | str | os.PathLike, star
 def _make_accelerator(cfg: TrainConfig):
     """The run's `Accelerator` (mixed precision, gradient accumulation, trackers, seedable sampler); seeds every RNG."""
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+    from accelerate.utils import (DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration,
+                                   set_seed)
 
     out = Path(cfg.output_dir)
     mixed = cfg.optim.mixed_precision
@@ -227,6 +231,8 @@ def _make_accelerator(cfg: TrainConfig):
         log_with=available_trackers(cfg.log.trackers) or None,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # the contrastive warm-up's steps leave the RSSM and decoder without gradients, which DDP must be told
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.optim.contrastive_warmup_steps > 0)],
     )
     set_seed(cfg.seed)
     return accelerator
@@ -347,7 +353,8 @@ def _optimizer_steps(accelerator, model, forward, optimizer, scheduler, loader, 
         for batch in accelerator.skip_first_batches(loader, done * cfg.optim.grad_accum) if done else loader:
             with accelerator.accumulate(model):
                 views, actions = _step_inputs(batch, cfg)
-                result = forward(views, actions, mean_image=mean_image)
+                result = forward(views, actions, mean_image=mean_image,
+                                 contrastive_only=state.step < cfg.optim.contrastive_warmup_steps)
                 accelerator.backward(result.loss)
                 if not accelerator.sync_gradients:
                     continue
@@ -385,17 +392,20 @@ def _nonfinite_message(state: TrainState, last: dict[str, float]) -> str:
 
 
 class MetricWindow:
-    """The metrics of the finite steps since the last log, summed on `device` (no host sync per step)."""
+    """The metrics of the finite steps since the last log, summed on `device` (no host sync per step); each metric
+    is averaged over the steps that reported it (the contrastive warm-up reports fewer)."""
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.device = device
         self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
         self.steps = 0
         self.last: dict[str, float] = {}  # the last reduced window
 
     def add(self, metrics: dict[str, torch.Tensor], **more: torch.Tensor) -> None:
         for key, value in {**metrics, **more}.items():
             self.sums[key] = self.sums.get(key, 0) + value.float()
+            self.counts[key] = self.counts.get(key, 0) + 1
         self.steps += 1
 
     def ready(self) -> bool:
@@ -404,11 +414,11 @@ class MetricWindow:
     def reduce(self, accelerator) -> dict[str, float]:
         """The window's means over steps and processes (one collective, one host sync); starts a new window."""
         keys = sorted(self.sums)
-        values = torch.stack([self.sums[k].to(accelerator.device) for k in keys]) / self.steps
+        values = torch.stack([self.sums[k].to(accelerator.device) / self.counts[k] for k in keys])
         if accelerator.num_processes > 1:
             values = accelerator.reduce(values, "mean")
         self.last = dict(zip(keys, values.tolist()))
-        self.sums, self.steps = {}, 0
+        self.sums, self.counts, self.steps = {}, {}, 0
         return self.last
 
 

@@ -34,7 +34,7 @@ class WorldModelOutput:
     loss: torch.Tensor
     metrics: dict[str, torch.Tensor]  # detached 0-dim tensors (no host sync until someone reads them)
     recon: torch.Tensor | None  # (B, T, C, H, W), None without a pixel decoder
-    trajectory: Trajectory
+    trajectory: Trajectory | None  # None for a contrastive-only step
 
 
 def build_encoder_and_rssm(cfg: ModelConfig) -> tuple[ViTEncoder, HierarchicalRSSM]:
@@ -123,12 +123,16 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
     # -- training ---------------------------------------------------------------------------------------------------
 
     def forward(self, views: torch.Tensor, actions: torch.Tensor, mean_image: torch.Tensor | None = None,
-                grad_diagnostics: bool = False) -> WorldModelOutput:
+                grad_diagnostics: bool = False, contrastive_only: bool = False) -> WorldModelOutput:
         """Every loss term and diagnostic for a batch of view sequences. views (B, T, C, H, W) in [-0.5, 0.5].
 
         The loss is the sum of `terms`: a new objective is one more method returning (weighted loss, metrics).
+        contrastive_only: the encoder and projector on the contrastive term alone, no RSSM, no decoder (the encoder
+        warm-up, `optim.contrastive_warmup_steps`; its output has no trajectory).
         """
         self._check_inputs(views, actions)
+        if contrastive_only:
+            return self._forward_contrastive(views)
         self._warn_if_single_step(views.shape[1])
         embed, tokens, cells = self.encode_views(views)
         traj = self.rssm.observe(embed, cells, actions, sample=self.training)
@@ -149,6 +153,17 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
             metrics.update(self._encoder_grad_norms(tokens, embed, loss_kl, loss - loss_kl))
         metrics["loss"] = loss
         return WorldModelOutput(loss, {k: v.detach() for k, v in metrics.items()}, recon, traj)
+
+    def _forward_contrastive(self, views: torch.Tensor) -> WorldModelOutput:
+        """The contrastive term on the mean patch tokens of views (B, T, C, H, W): encoder and projector only."""
+        if self.projector is None or self.cfg.loss.contrastive_input != "tokens":
+            raise ValueError("contrastive_only needs loss.contrastive (barlow or simclr) on loss.contrastive_input="
+                             f"'tokens', got contrastive={self.cfg.loss.contrastive!r}, "
+                             f"contrastive_input={self.cfg.loss.contrastive_input!r}")
+        _, tokens = self.encoder(views.flatten(0, 1))
+        loss, metrics = self._contrastive(tokens.mean(1).unflatten(0, views.shape[:2]))
+        return WorldModelOutput(loss, {**{k: v.detach() for k, v in metrics.items()}, "loss": loss.detach()}, None,
+                                None)
 
     def _kl_term(self, level: str, post: torch.Tensor, prior: torch.Tensor, free_nats: float) -> LossTerm:
         """The balanced KL of one level with free nats (objectives.balanced_kl) and its diagnostics.

@@ -33,7 +33,7 @@ def _guarded_connect(self, address):
 socket.socket.connect = _guarded_connect
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository
-DEMO_CONFIG = ROOT / "recipes" / "configs" / "demo.yaml"
+BASE_CONFIG = ROOT / "recipes" / "configs" / "studies_base.yaml"  # 64 px, no contrastive term: the mechanics
 
 
 def tiny_run(data, out, *extra: str) -> list[str]:

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import tomllib
 import yaml
-from conftest import DEMO_CONFIG, ROOT, digest, tiny_run
+from conftest import BASE_CONFIG, ROOT, digest, tiny_run
 from recipes_loader import load_recipe, load_tool
 
 import hrssm
@@ -59,7 +59,7 @@ def test_help_with_a_config_file_shows_its_values(capsys):
 
 def test_print_config_shows_the_resolved_config_and_exits(tmp_path, capsys):
     out = tmp_path / "run"
-    assert train_command.main(["--config", str(DEMO_CONFIG), "--output_dir", str(out), "--optim.lr", "3e-4",
+    assert train_command.main(["--config", str(BASE_CONFIG), "--output_dir", str(out), "--optim.lr", "3e-4",
                                "--model.rssm.local_grid", "2", "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert not out.exists()
@@ -67,7 +67,7 @@ def test_print_config_shows_the_resolved_config_and_exits(tmp_path, capsys):
     assert printed["model"]["encoder"]["depth"] == 2 and printed["model"]["preset"] == "tiny"  # every model key
     (tmp_path / "printed.yaml").write_text(yaml.safe_dump(printed))
     again = TrainConfig.load(tmp_path / "printed.yaml")
-    assert again.model_config() == TrainConfig.load(DEMO_CONFIG, ["--model.rssm.local_grid", "2"]).model_config()
+    assert again.model_config() == TrainConfig.load(BASE_CONFIG, ["--model.rssm.local_grid", "2"]).model_config()
 
 
 def test_a_moved_key_is_refused_naming_its_new_name(capsys):

@@ -12,7 +12,8 @@ def test_main_job_trains_exports_probes_and_reports(synthetic_disk, tmp_path, ca
     out = tmp_path / "demo"
     args = ["--data.source", str(synthetic_disk), "--output_dir", str(out), "--model.image_size", "32",
             "--optim.batch_size", "8", "--optim.max_steps", "6", "--log.every", "3", "--log.images_every", "3",
-            "--checkpoint.every", "3", "--log.trackers", "[]", "--log.progress", "false"]
+            "--checkpoint.every", "3", "--log.trackers", "[]", "--log.progress", "false",
+            "--optim.contrastive_warmup_steps", "3"]  # demo.yaml's encoder-only steps, then 3 full ones
     assert demo.main(args) == 0
     printed = capsys.readouterr().out
     assert "| probe | average | worst group | adjusted average | C / k |" in printed

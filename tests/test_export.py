@@ -57,6 +57,8 @@ def test_export_folder_and_bit_identical_features(trained, synthetic_disk):
     torch.testing.assert_close(p.sum(-1), torch.ones(len(x), stoch))
     assert torch.equal(lat["z"].unflatten(-1, (stoch, classes)).argmax(-1), p.argmax(-1))
     assert not torch.equal(probs, lat["z"])  # the features keep how sure the posterior is, not only which class won
+    glob = enc.encode(x, features="global")  # the global level: the latents without the local cells
+    assert glob.shape == (len(x), model.cfg.rssm.deter + stoch * classes) and torch.equal(glob, ref[:, :glob.shape[1]])
 
 
 def test_encode_tokens_is_the_trained_encoders_mean_patch_token(trained, synthetic_disk):
@@ -69,7 +71,7 @@ def test_encode_tokens_is_the_trained_encoders_mean_patch_token(trained, synthet
     assert tokens.shape == (len(x), res.model.cfg.encoder.width) and torch.equal(tokens, ref)
     assert torch.equal(enc.encode_latents(x, tokens=True)["tokens"], ref)
     assert torch.equal(enc.encode(x, features="latents"), enc.encode(x))
-    with pytest.raises(ValueError, match=r"features must be one of \('latents', 'tokens'\).*got 'cls'"):
+    with pytest.raises(ValueError, match=r"features must be one of \('latents', 'global', 'tokens'\).*got 'cls'"):
         enc.encode(x, features="cls")
 
 

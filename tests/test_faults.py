@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DEMO_CONFIG, ROOT, digest, tiny_run
+from conftest import BASE_CONFIG, ROOT, digest, tiny_run
 from PIL import Image
 from recipes_loader import load_recipe, load_tool
 
@@ -33,7 +33,7 @@ from hrssm.world_model import WorldModel
 
 
 def _cfg(data, out, *extra):
-    return TrainConfig.load(DEMO_CONFIG, tiny_run(data, out, "--collapse.warmup_steps", "1000", *extra))
+    return TrainConfig.load(BASE_CONFIG, tiny_run(data, out, "--collapse.warmup_steps", "1000", *extra))
 
 
 def _script(kind: str, name: str, *args: str, capsys) -> tuple[int, str]:
@@ -118,7 +118,7 @@ def test_a_checkpoint_holds_no_pickle_but_the_optimizer_state(synthetic_disk, tm
 
 def _running_training(data, out) -> subprocess.Popen:
     """A long training run in another process, returned once it has logged a step."""
-    proc = subprocess.Popen([sys.executable, str(ROOT / "recipes" / "train_hrssm.py"), "--config", str(DEMO_CONFIG),
+    proc = subprocess.Popen([sys.executable, str(ROOT / "recipes" / "train_hrssm.py"), "--config", str(BASE_CONFIG),
                              *tiny_run(data, out, "--optim.max_steps", "100000", "--checkpoint.every", "100000")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     deadline = time.time() + 180
@@ -133,7 +133,7 @@ def test_a_second_run_in_a_folder_in_use_refuses_naming_the_first(synthetic_disk
     out = tmp_path / "run"
     first = _running_training(synthetic_disk, out)
     try:
-        code, err = _script("recipe", "train_hrssm", "--config", str(DEMO_CONFIG),
+        code, err = _script("recipe", "train_hrssm", "--config", str(BASE_CONFIG),
                             *tiny_run(synthetic_disk, out, "--optim.max_steps", "4"), "--resume", capsys=capsys)
         assert code == 2
         assert f"in use by another training run (pid {first.pid} on host" in _error_line(err)
@@ -167,7 +167,7 @@ def test_a_new_run_into_a_used_folder_is_refused_unless_resume_or_overwrite(synt
     out = tmp_path / "run"
     first = train(_cfg(synthetic_disk, out, "--seed", "1"))
     export_digest = digest(WorldModel.from_pretrained(out / "export"))
-    code, err = _script("recipe", "train_hrssm", "--config", str(DEMO_CONFIG), *tiny_run(synthetic_disk, out),
+    code, err = _script("recipe", "train_hrssm", "--config", str(BASE_CONFIG), *tiny_run(synthetic_disk, out),
                         capsys=capsys)
     assert code == 2 and "is not empty" in _error_line(err) and "--resume" in err and "--overwrite" in err
     assert digest(WorldModel.from_pretrained(out / "export")) == export_digest  # untouched
@@ -226,7 +226,7 @@ def test_no_good_checkpoint_is_a_clear_error(synthetic_disk, tmp_path, capsys):
     train(_cfg(synthetic_disk, out))
     for _, ckpt in checkpoints(out / "checkpoints"):
         (ckpt / "model.safetensors").unlink()
-    code, err = _script("recipe", "train_hrssm", "--config", str(DEMO_CONFIG), *tiny_run(synthetic_disk, out),
+    code, err = _script("recipe", "train_hrssm", "--config", str(BASE_CONFIG), *tiny_run(synthetic_disk, out),
                         "--resume", capsys=capsys)
     line = _error_line(err)
     assert code == 2 and "no checkpoint in" in line and "step_00000006: model.safetensors is missing" in line
@@ -378,18 +378,18 @@ def test_a_broken_config_file_is_one_line_naming_the_file(yaml_text, key, tmp_pa
     (["--data.split", "tran"], "data.split: unknown split 'tran'"),
 ])
 def test_a_bad_value_is_one_line_naming_the_key(override, message, synthetic_disk, tmp_path, capsys):
-    code, err = _script("recipe", "train_hrssm", "--config", str(DEMO_CONFIG),
+    code, err = _script("recipe", "train_hrssm", "--config", str(BASE_CONFIG),
                         *tiny_run(synthetic_disk, tmp_path / "run", *override), capsys=capsys)
     assert code == 2 and message in _error_line(err)
 
 
 def test_one_tracker_name_is_a_list_of_one():
-    assert TrainConfig.load(DEMO_CONFIG, ["--log.trackers", "tensorboard"]).log.trackers == ["tensorboard"]
+    assert TrainConfig.load(BASE_CONFIG, ["--log.trackers", "tensorboard"]).log.trackers == ["tensorboard"]
 
 
 def test_a_diverging_learning_rate_stops_with_exit_4_and_a_checkpoint(synthetic_disk, tmp_path, capsys):
     out = tmp_path / "run"
-    code, err = _script("recipe", "train_hrssm", "--config", str(DEMO_CONFIG),
+    code, err = _script("recipe", "train_hrssm", "--config", str(BASE_CONFIG),
                         *tiny_run(synthetic_disk, out, "--optim.lr", "1e8", "--optim.max_steps", "20",
                                   "--checkpoint.every", "100", "--collapse.max_nonfinite", "3"), capsys=capsys)
     assert code == 4 and "consecutive steps had a NaN/inf loss" in err.strip().splitlines()[-1]
@@ -398,7 +398,7 @@ def test_a_diverging_learning_rate_stops_with_exit_4_and_a_checkpoint(synthetic_
 
 def test_bad_data_sources_are_one_line_naming_what_to_fix(synthetic_disk, tmp_path, capsys):
     def run(*extra):
-        return _script("recipe", "train_hrssm", "--config", str(DEMO_CONFIG),
+        return _script("recipe", "train_hrssm", "--config", str(BASE_CONFIG),
                        *tiny_run(synthetic_disk, tmp_path / f"run{len(list(tmp_path.iterdir()))}", *extra),
                        capsys=capsys)
 
@@ -424,7 +424,7 @@ def test_bad_data_sources_are_one_line_naming_what_to_fix(synthetic_disk, tmp_pa
 
     out_file = tmp_path / "out_file"
     out_file.write_text("")
-    code, err = _script("recipe", "train_hrssm", "--config", str(DEMO_CONFIG), *tiny_run(synthetic_disk, out_file),
+    code, err = _script("recipe", "train_hrssm", "--config", str(BASE_CONFIG), *tiny_run(synthetic_disk, out_file),
                         capsys=capsys)
     assert code == 2 and f"output_dir {out_file} is a file" in _error_line(err)
 
@@ -432,7 +432,7 @@ def test_bad_data_sources_are_one_line_naming_what_to_fix(synthetic_disk, tmp_pa
 def test_resuming_with_another_model_config_names_the_keys(synthetic_disk, tmp_path, capsys):
     out = tmp_path / "run"
     train(_cfg(synthetic_disk, out))
-    code, err = _script("recipe", "train_hrssm", "--config", str(DEMO_CONFIG),
+    code, err = _script("recipe", "train_hrssm", "--config", str(BASE_CONFIG),
                         *tiny_run(synthetic_disk, out, "--model.rssm.deter", "64"), "--resume", capsys=capsys)
     line = _error_line(err)
     assert code == 2 and "belongs to another run: model.rssm.deter: 128 in the checkpoint, 64 in this run" in line
@@ -454,7 +454,7 @@ def test_a_checkpoint_written_before_newer_model_keys_resumes(synthetic_disk, tm
         m["files"][state.name] = {"bytes": state.stat().st_size, "sha256": digest}
         manifest.write_text(json.dumps(m))
     main = load_recipe("train_hrssm").main
-    assert main(["--config", str(DEMO_CONFIG), *tiny_run(synthetic_disk, out, "--optim.max_steps", "6"),
+    assert main(["--config", str(BASE_CONFIG), *tiny_run(synthetic_disk, out, "--optim.max_steps", "6"),
                  "--resume"]) == 0
     assert "resumed from" in capsys.readouterr().out
 
@@ -558,7 +558,7 @@ def test_the_log_of_a_run_stopped_by_sigterm_then_resumed_equals_the_uninterrupt
         uninterrupted, synthetic_disk, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     monkeypatch.setattr(trainer_mod, "_stop_requested", _stop_at(5, lambda: signal.raise_signal(signal.SIGTERM)))
-    code, err = _script("recipe", "train_hrssm", "--config", str(DEMO_CONFIG), *tiny_run(synthetic_disk, out, *_LOG_RUN,
+    code, err = _script("recipe", "train_hrssm", "--config", str(BASE_CONFIG), *tiny_run(synthetic_disk, out, *_LOG_RUN,
                         "--collapse.warmup_steps", "1000"), capsys=capsys)
     assert code == 143 and "stopped by SIGTERM at step 5" in err
     monkeypatch.undo()
@@ -572,7 +572,7 @@ def test_the_log_of_a_run_killed_with_sigkill_then_resumed_equals_the_uninterrup
         uninterrupted, synthetic_disk, tmp_path):
     out = tmp_path / "run"
     killed = subprocess.run([sys.executable, str(ROOT / "tests" / "kill_worker.py"), "5", "KILL", "--config",
-                             str(DEMO_CONFIG), *tiny_run(synthetic_disk, out, *_LOG_RUN,
+                             str(BASE_CONFIG), *tiny_run(synthetic_disk, out, *_LOG_RUN,
                                                          "--collapse.warmup_steps", "1000")],
                             capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]

@@ -170,6 +170,21 @@ def test_encoder_pool_mean_feeds_the_mean_token_to_the_global_posterior():
     assert not torch.equal(cls_model.encoder(images)[0], embed)  # "cls" (the default) reads the CLS token
 
 
+def test_contrastive_only_step_trains_the_encoder_and_projector_alone():
+    model = WorldModel(_tiny(loss={"contrastive": "simclr", "contrastive_input": "tokens"}))
+    views, actions = _inputs(model.cfg, b=4)
+    out = model(views, actions, contrastive_only=True)
+    assert out.recon is None and out.trajectory is None
+    assert set(out.metrics) == {"contrastive_loss", "loss"}
+    torch.testing.assert_close(out.loss, model.cfg.loss.contrastive_scale * out.metrics["contrastive_loss"])
+    out.loss.backward()
+    trained = {name.split(".")[0] for name, p in model.named_parameters() if p.grad is not None}
+    assert trained == {"encoder", "projector"}
+    assert all(p.grad.isfinite().all() for p in model.parameters() if p.grad is not None)
+    with pytest.raises(ValueError, match="contrastive_only needs loss.contrastive"):
+        WorldModel(_tiny())(views, actions, contrastive_only=True)
+
+
 def test_contrastive_needs_two_views():
     model = WorldModel(_tiny(loss={"contrastive": "simclr"}))
     with pytest.raises(ValueError, match="at least 2 views"), warnings.catch_warnings():

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_CONFIG, ROOT, digest, tiny_run
+import torch
+from conftest import BASE_CONFIG, ROOT, digest, tiny_run
 
 from hrssm import trainer as trainer_mod
 from hrssm.checkpoint import checkpoints, latest_checkpoint
@@ -27,7 +28,7 @@ SCRIPT = ROOT / "recipes" / "train_hrssm.py"
 
 def _cfg(data, out, *extra):
     """A tiny, fast run of the demo config on the 32x32 synthetic fixture."""
-    return TrainConfig.load(DEMO_CONFIG, tiny_run(data, out, "--collapse.warmup_steps", "1000", *extra))
+    return TrainConfig.load(BASE_CONFIG, tiny_run(data, out, "--collapse.warmup_steps", "1000", *extra))
 
 
 @pytest.mark.parametrize("args, key", [
@@ -41,12 +42,14 @@ def _cfg(data, out, *extra):
     (["--log.trackers", "[comet]"], "comet"),
     (["--bogus", "1"], "bogus"),
     (["--optim.lr"], "needs a value"),
+    (["--optim.contrastive_warmup_steps", "2"], "model.loss.contrastive='none'"),
+    (["--optim.contrastive_warmup_steps", "1200"], "optim.contrastive_warmup_steps=1200 must be below"),
 ])
 def test_bad_config_fails_before_training_naming_the_key(args, key, capsys):
     from recipes_loader import load_recipe
 
     main = load_recipe("train_hrssm").main
-    assert main(["--config", str(DEMO_CONFIG), *args]) == 2
+    assert main(["--config", str(BASE_CONFIG), *args]) == 2
     assert key in capsys.readouterr().err
 
 
@@ -107,6 +110,38 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(synthetic_disk, t
     assert digest(resumed.model) == digest(full.model)
 
 
+def test_contrastive_warmup_trains_the_encoder_first_then_the_whole_world_model(synthetic_disk, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    cfg = _cfg(synthetic_disk, out, "--optim.contrastive_warmup_steps", "2", "--optim.max_steps", "4",
+               "--log.every", "1", "--checkpoint.every", "1", "--checkpoint.keep", "4",
+               "--model.loss.contrastive", "simclr", "--model.loss.contrastive_input", "tokens")
+    train(cfg)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert all("contrastive_loss" in r for r in rows)
+    assert [("recon_loss" in r, "kl_global_raw" in r) for r in rows] == [(False, False)] * 2 + [(True, True)] * 2
+    weights = {step: load_file(path / "model.safetensors") for step, path in checkpoints(out / "checkpoints")}
+
+    def moved(a: int, b: int) -> set[str]:
+        return {name.split(".")[0] for name in weights[a] if not torch.equal(weights[a][name], weights[b][name])}
+
+    assert moved(1, 2) == {"encoder", "projector"}  # a warm-up step: the RSSM and decoder stay as they were
+    assert {"encoder", "projector", "rssm", "decoder"} <= moved(2, 3)
+
+
+def test_metric_window_averages_each_metric_over_the_steps_that_reported_it():
+    window = trainer_mod.MetricWindow()
+
+    class One:
+        num_processes, device = 1, "cpu"
+
+    window.add({"a": torch.tensor(1.0)})
+    window.add({"a": torch.tensor(3.0), "b": torch.tensor(5.0)})
+    assert window.reduce(One()) == {"a": 2.0, "b": 5.0}
+
+
 def test_views_made_on_the_accelerator_train_the_model_the_loader_views_train(synthetic_disk, tmp_path):
     in_loader = train(_cfg(synthetic_disk, tmp_path / "loader", "--data.views_on", "loader"))
     on_device = train(_cfg(synthetic_disk, tmp_path / "device", "--data.views_on", "accelerator"))
@@ -148,7 +183,7 @@ def test_compiled_training_steps_agree_with_eager_ones(synthetic_disk, tmp_path,
         return [json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
 
     assert losses("compiled") == pytest.approx(losses("eager"), rel=1e-4)
-    lr = TrainConfig.load(DEMO_CONFIG).optim.lr
+    lr = TrainConfig.load(BASE_CONFIG).optim.lr
     for (name, a), b in zip(eager.model.state_dict().items(), compiled.model.state_dict().values()):
         assert (a - b).abs().max() < 4 * lr, name  # Adam turns a tiny gradient difference into at most ~lr a step
 
@@ -156,7 +191,7 @@ def test_compiled_training_steps_agree_with_eager_ones(synthetic_disk, tmp_path,
 @pytest.mark.slow
 def test_bf16_training_on_cpu_keeps_finite_losses_and_does_not_collapse(synthetic_disk, tmp_path):
     out = tmp_path / "bf16"
-    proc = _run_script("--config", str(DEMO_CONFIG), *tiny_run(synthetic_disk, out, "--optim.mixed_precision", "bf16",
+    proc = _run_script("--config", str(BASE_CONFIG), *tiny_run(synthetic_disk, out, "--optim.mixed_precision", "bf16",
                        "--optim.max_steps", "40", "--optim.warmup_steps", "5", "--optim.batch_size", "8",
                        "--log.every", "10", "--log.images_every", "1000", "--checkpoint.every", "1000",
                        "--collapse.warmup_steps", "1000"))
@@ -213,12 +248,12 @@ def test_stop_on_collapse_fires_on_a_collapsed_config_not_on_the_demo(synthetic_
     common = ["--data.source", str(synthetic_disk), "--model.image_size", "32", "--optim.batch_size", "8",
               "--log.every", "20", "--log.trackers", "[]", "--log.progress", "false", "--collapse.warmup_steps", "100",
               "--optim.max_steps", "160", "--checkpoint.every", "1000", "--stop-on-collapse"]
-    collapsed = _run_script("--config", str(DEMO_CONFIG), "--output_dir",
+    collapsed = _run_script("--config", str(BASE_CONFIG), "--output_dir",
                             str(tmp_path / "bad"), "--model.loss.recon_scale", "1e-4", "--model.loss.free_nats_global",
                             "0", "--model.loss.free_nats_local", "0", *common)
     assert collapsed.returncode == 3, collapsed.stderr[-2000:]
     assert "COLLAPSE DETECTED" in collapsed.stdout and "no_better_than_mean_image" in collapsed.stdout
-    healthy = _run_script("--config", str(DEMO_CONFIG), "--output_dir",
+    healthy = _run_script("--config", str(BASE_CONFIG), "--output_dir",
                           str(tmp_path / "good"), *common)
     assert healthy.returncode == 0, healthy.stdout[-2000:] + healthy.stderr[-2000:]
     assert "COLLAPSE" not in healthy.stdout
@@ -234,7 +269,7 @@ def _run_script(*args, timeout=300):
 def test_sigint_saves_a_checkpoint_and_exits_130(synthetic_disk, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--config", str(DEMO_CONFIG), "--data.source",
+        [sys.executable, str(SCRIPT), "--config", str(BASE_CONFIG), "--data.source",
          str(synthetic_disk), "--output_dir", str(out), "--model.image_size", "32", "--optim.batch_size", "4",
          "--optim.max_steps", "100000", "--log.every", "2", "--log.trackers", "[]", "--log.progress", "false",
          "--checkpoint.every", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -255,7 +290,7 @@ def test_two_cpu_processes_train_one_ddp_model(synthetic_disk, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(ROOT / "tests" / "ddp_worker.py"), str(out), str(DEMO_CONFIG),
+                           str(ROOT / "tests" / "ddp_worker.py"), str(out), str(BASE_CONFIG),
                            *tiny_run(synthetic_disk, out, "--optim.max_steps", "4", "--collapse.warmup_steps", "1000")],
                           capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]

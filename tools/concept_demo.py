@@ -5,8 +5,9 @@
 
 1. TCAV: does a water background (concept place=1) drive the bird probe's logit? (demo model, train-fit probe)
 2. CAV edits: move test latents along the water-vs-land CAV and decode them (demo model)
-3. Action edits: trains the demo config with views.mode=edit (runs/demo_edit, ~5 min once, reused afterwards), whose
-   action +1 / -1 sets the background to water / land, and runs the action through the prior (`imagine`)
+3. Action edits: trains the studies' base config (recipes/configs/studies_base.yaml, 64 px) with views.mode=edit
+   (runs/demo_edit, ~5 min once, reused afterwards), whose action +1 / -1 sets the background to water / land, and
+   runs the action through the prior (`imagine`)
 4. Measures both edits on every test image: does the decoded edit show the other background (place probe on the
    re-encoded image) and keep the bird (a place-balanced bird probe, fit on train images and their counterfactuals)?
 5. Planner: CEM over the edit action per test image, in imagination (edit-trained model), reward = -|place logit|
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="runs/demo/export", help="the demo model's export")
     p.add_argument("--data", default="data/synthetic_waterbirds_64", help="the synthetic twin it was trained on")
     p.add_argument("--edit-run", default="runs/demo_edit", help="run folder of the edit-action model")
-    p.add_argument("--config", default=str(ROOT / "recipes" / "configs" / "demo.yaml"))
+    p.add_argument("--config", default=str(ROOT / "recipes" / "configs" / "studies_base.yaml"))
     p.add_argument("--out", default="docs/concepts")
     p.add_argument("--runs", type=int, default=20, help="random sets for TCAV")
     args, overrides = p.parse_known_args(argv)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""The studies of docs/studies/: variants of the demo config (recipes/configs/demo.yaml: tiny model, synthetic
-Waterbirds at 64x64, 1200 steps), each trained once and evaluated with the protocol of recipes/eval_probe.py.
+"""The studies of docs/studies/: variants of the studies' base config (recipes/configs/studies_base.yaml, the first
+main job's: tiny model, synthetic Waterbirds at 64x64, 1200 steps), each trained once and evaluated with the protocol of recipes/eval_probe.py.
 
     python tools/run_studies.py                       # every study (24 variants, ~13 min each on 2 CPU cores)
     python tools/run_studies.py --study free_nats     # one study
@@ -34,7 +34,7 @@ from hrssm.report import RECON_KEYS
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = 3  # the evaluation protocol's version: cached rows of another protocol are re-evaluated (3: the latents'
 # z is the global posterior's class probabilities; 2: its one-hot mode)
-DEMO = ROOT / "recipes" / "configs" / "demo.yaml"
+BASE = ROOT / "recipes" / "configs" / "studies_base.yaml"  # the first main job's config, which every row varies
 
 _SIMCLR = ["--model.encoder.stem", "conv", "--views.grayscale", "0.5", "--views.paste", "0.7",
            "--model.loss.contrastive", "simclr", "--model.loss.contrastive_input", "tokens",
@@ -47,7 +47,7 @@ _SIMCLR_STRONG = ["--model.encoder.stem", "conv", "--model.encoder.pool", "mean"
                   "--model.loss.contrastive_input", "tokens", "--model.loss.contrastive_scale", "20000",
                   "--model.loss.simclr_temperature", "0.2"]
 
-# variant -> (label, overrides of demo.yaml, kind)
+# variant -> (label, overrides of studies_base.yaml, kind)
 VARIANTS: dict[str, tuple[str, list[str], str]] = {
     "default": ("default: T=4 augment, global+local, recon, free nats 1 / 0.1", [], "wm"),
     "seed1": ("default, seed 1", ["--seed", "1"], "wm"),
@@ -152,7 +152,7 @@ def run_variant(name: str, args) -> dict:
     common = ["--output_dir", str(run_dir), "--data.source", str(args.data), "--optim.max_steps", str(args.steps),
               "--log.trackers", "[]", "--log.progress", "false", "--log.images_every", str(args.steps),
               "--checkpoint.every", str(args.steps)]
-    cfg = TrainConfig.load(DEMO, common + overrides)
+    cfg = TrainConfig.load(BASE, common + overrides)
     print(f"== {name}: {label}", flush=True)
     start = time.perf_counter()
     splits = _splits(args.data, cfg.model_config().image_size)

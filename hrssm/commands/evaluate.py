@@ -2,10 +2,11 @@
 
     hrssm-eval --model runs/demo/export --data data/synthetic_waterbirds_64 [--out runs/demo/eval]
     hrssm-eval --model runs/demo/export --data data/synthetic_waterbirds_64 --features tokens   # the encoder's tokens
+    hrssm-eval --model runs/demo/export --data data/synthetic_waterbirds_64 --features global   # [h, p(z)] only
 
 1. encodes train / validation / test (deterministic latents, one view each, with the preprocessing the export
-   records; `--features tokens`: the encoder's mean patch token instead), and, as floors, the same images through
-   a random-init model of the same config and as raw 32x32 pixels
+   records; `--features global`: the global level [h, p(z)] only; `--features tokens`: the encoder's mean patch
+   token), and, as floors, the same images through a random-init model of the same config and as raw 32x32 pixels
 2. probes (hrssm/evaluation.py; hyperparameters chosen on validation worst-group accuracy, never on test): the
    bird by DFR as published (Kirichenko et al. 2022; the headline), by DFR on half of validation, fit on train
    (the shortcut), by kNN on balanced validation; the background (place)
@@ -14,8 +15,8 @@
 4. writes eval.json, report.md and the pictures (test reconstructions, per-group bars, t-SNE / UMAP of the test
    features)
 5. a local export gets the results in its model card (eval_results metadata, a results table, the pictures in
-   export/evaluation/; not with `--features tokens`: the card describes `encode()`'s default features), and a run
-   folder's trackers (TensorBoard: logs/) get the pictures (tags eval/..., or eval_tokens/...)
+   export/evaluation/; only with the default `--features latents`: the card describes `encode()`'s default), and a
+   run folder's trackers (TensorBoard: logs/) get the pictures (tags eval/..., or eval_FEATURES/...)
 """
 
 from __future__ import annotations
@@ -37,21 +38,22 @@ def main(argv: list[str] | None = None) -> int:
     from ..tracking import log_pictures_to_run
 
     p = model_and_data_parser(__doc__)
-    p.add_argument("--out", default=None, help="output folder (default: eval/, or eval_tokens/ with --features "
-                   "tokens, beside a local export, else eval-OWNER--NAME/ here)")
+    p.add_argument("--out", default=None, help="output folder (default: eval/, or eval_FEATURES/ with --features "
+                   "other than latents, beside a local export, else eval-OWNER--NAME/ here)")
     p.add_argument("--no-pictures", action="store_true", help="skip the PNGs (t-SNE takes ~30 s on 2 cores)")
     p.add_argument("--no-floors", action="store_true", help="skip the random-init and raw-pixel floors")
     p.add_argument("--no-card", action="store_true", help="leave the export's model card as it is")
     p.add_argument("--seeds", type=int, default=5, help="probe seeds (validation splits, balanced subsamples)")
     p.add_argument("--features", choices=FEATURES, default="latents",
-                   help="what is probed (model and random-init floor alike): 'latents' = [h, p(z), s] of the "
-                   "RSSM posterior (what `encode()` returns, the default), 'tokens' = the encoder's mean patch token. "
-                   "With 'tokens' the default output folder is eval_tokens/ and the model card is left alone")
+                   help="what is probed (model and random-init floor alike): "
+                   + "; ".join(f"'{k}' = {v}" for k, v in FEATURES.items())
+                   + " ('latents', what `encode()` returns, is the default). Other than 'latents', the default "
+                   "output folder is eval_FEATURES/ and the model card is left alone")
     args = p.parse_args(argv)
     latents = args.features == "latents"
     # a local export (its card and run are updated) or a hub repo (never a file of the hub cache)
     export_dir = local_export(args.model)
-    folder = "eval" if latents else "eval_tokens"
+    folder = "eval" if latents else f"eval_{args.features}"
     out = Path(args.out) if args.out else default_output_dir(args.model, export_dir, folder)
     model = load_world_model(args.model, device=args.device, revision=args.revision)
     result = evaluate_model(model, args.data, out, pictures=not args.no_pictures, batch_size=args.batch_size,
