@@ -199,8 +199,8 @@ class TrainConfig(Config):
         action_dim = model_cfg.action_dim
         loss = model_cfg.loss
         if self.optim.contrastive_warmup_steps and (loss.contrastive == "none" or loss.contrastive_input != "tokens"):
-            raise ConfigError(f"optim.contrastive_warmup_steps={self.optim.contrastive_warmup_steps} trains the encoder "
-                              "on the contrastive loss alone, but the model has model.loss.contrastive="
+            raise ConfigError(f"optim.contrastive_warmup_steps={self.optim.contrastive_warmup_steps} trains the "
+                              "encoder on the contrastive loss alone, but the model has model.loss.contrastive="
                               f"{loss.contrastive!r}, contrastive_input={loss.contrastive_input!r}: set "
                               "model.loss.contrastive=simclr (or barlow) and model.loss.contrastive_input=tokens, or "
                               "optim.contrastive_warmup_steps=0")

@@ -218,8 +218,7 @@ def _train(accelerator, cfg: TrainConfig, resume: bool | str | os.PathLike, star
 def _make_accelerator(cfg: TrainConfig):
     """The run's `Accelerator` (mixed precision, gradient accumulation, trackers, seedable sampler); seeds every RNG."""
     from accelerate import Accelerator
-    from accelerate.utils import (DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration,
-                                   set_seed)
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration, set_seed
 
     out = Path(cfg.output_dir)
     mixed = cfg.optim.mixed_precision

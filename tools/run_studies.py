@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """The studies of docs/studies/: variants of the studies' base config (recipes/configs/studies_base.yaml, the first
-main job's: tiny model, synthetic Waterbirds at 64x64, 1200 steps), each trained once and evaluated with the protocol of recipes/eval_probe.py.
+main job's: tiny model, synthetic Waterbirds at 64x64, 1200 steps), each trained once and evaluated with the
+protocol of recipes/eval_probe.py.
 
     python tools/run_studies.py                       # every study (24 variants, ~13 min each on 2 CPU cores)
     python tools/run_studies.py --study free_nats     # one study
