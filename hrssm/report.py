@@ -53,7 +53,7 @@ class EvalResult:
     floors: dict[str, dict[str, ProbeResult]] = field(default_factory=dict)  # feature set -> probes (trained too)
     pictures: dict[str, str] = field(default_factory=dict)  # name -> file in the output folder
     sizes: dict[str, int] = field(default_factory=dict)  # images per split
-    model_features: str = "latents"  # what the model's features were: "latents" or "tokens" (`Encoder.encode`)
+    model_features: str = "latents"  # what the model's features were: one of `encoder.FEATURES`
 
     @property
     def margin(self) -> float:
@@ -80,7 +80,7 @@ def random_init_encoder(cfg, seed: int = 0):
 def feature_sets(model, splits: dict, batch_size: int = 128, floors: bool = True,
                  pixel_size: int = PIXEL_SIZE, progress: bool = True, features: str = "latents"
                  ) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """{feature set: {split: features}}: the model's `features` ("latents" or "tokens", `Encoder.encode`; with
+    """{feature set: {split: features}}: the model's `features` (one of `encoder.FEATURES`, `Encoder.encode`; with
     held-out reconstruction metrics on test) and, with `floors`, the same features of a random-init model of the
     same config and raw pixels, for the same images."""
     out = {TRAINED: {s: encode_dataset(model, d, batch_size, with_recon_metrics=(s == "test"), progress=progress,
@@ -105,8 +105,8 @@ def evaluate_model(model: WorldModel, data: str | os.PathLike, out_dir: str | os
     latent_maps: "tsne" always works (scikit-learn); "umap" is drawn when umap-learn is installed, else skipped.
     report_intro: markdown lines put before the results; extra_json: more entries for eval.json; data_revision: a
     hub dataset's branch, tag or commit. Images are preprocessed as the model records (`model.cfg.preprocess`).
-    features: what is probed, for the model and its random-init floor alike: "latents" ([h, p(z), s], the default) or
-    "tokens" (the encoder's mean patch token); see `Encoder.encode`.
+    features: what is probed, for the model and its random-init floor alike: "latents" ([h, p(z), s], the default),
+    "global" ([h, p(z)]) or "tokens" (the encoder's mean patch token); see `Encoder.encode`.
     """
     check_features(features)
     out = Path(out_dir)

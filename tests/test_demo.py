@@ -26,6 +26,9 @@ def test_main_job_trains_exports_probes_and_reports(synthetic_disk, tmp_path, ca
     for picture in ("test_reconstructions.png", "group_accuracy.png", "latents_tsne.png"):
         assert f"]({picture})" in report and (out / picture).stat().st_size > 1000
     assert 0 <= result["probes"][DFR_PROBE]["acc_wg"] <= 1
+    assert "The global level alone, [h, p(z)]" in printed  # and its own floors, probed on the same features
+    glob = json.loads((out / "eval_global" / "eval.json").read_text())
+    assert glob["model_features"] == "global" and "random init (same config, seed 0)" in glob["features"]
     # a second run reuses the finished training instead of starting over
     assert demo.main(args) == 0
     assert "resumed from" in capsys.readouterr().out
