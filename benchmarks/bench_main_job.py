@@ -9,7 +9,7 @@ Each round runs `recipes/train_hrssm.py --config CONFIG --optim.max_steps STEPS`
 (`--run LABEL=TREE [OVERRIDES]`: the code of TREE, the overrides after it; a fresh process each, no trackers, no
 progress bar), in the order given, so the variants share the machine's load; a variant's time is the best over the
 rounds, and the table gives each one's ratio to the first. The data comes from each tree's own `data/` (the
-configs' relative path). With `--config recipes/configs/demo.yaml` pass `--steps` above its contrastive warm-up (400)
+configs' relative path). With `--config recipes/configs/demo.yaml` pass `--steps` above its contrastive warm-up (350)
 or a smaller `--optim.contrastive_warmup_steps` in the overrides.
 """
 

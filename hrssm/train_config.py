@@ -72,7 +72,7 @@ class OptimConfig(Config):
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     compile: bool = False  # torch.compile the model step (forward + backward); the first steps pay the compile time
     # the first N steps train only the encoder and projector on the contrastive loss (no RSSM, no decoder: each
-    # costs ~0.4 of a full step), so the encoder finds the object before reconstruction and the KL start; needs
+    # costs about half a full step), so the encoder finds the object before reconstruction and the KL start; needs
     # model.loss.contrastive on contrastive_input "tokens". 0: every step trains everything
     contrastive_warmup_steps: int = 0
 

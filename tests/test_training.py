@@ -81,11 +81,16 @@ def test_run_folder_holds_config_metrics_images_checkpoints_export(synthetic_dis
     assert digest(loaded) == digest(res.model)
 
 
-@pytest.mark.parametrize("views_on", ["loader", "accelerator"])
-def test_resume_after_interruption_equals_an_uninterrupted_run(synthetic_disk, tmp_path, monkeypatch, views_on):
+@pytest.mark.parametrize("extra", [
+    ["--data.views_on", "loader"],
+    ["--data.views_on", "accelerator"],
+    # cut in the contrastive warm-up (steps 1-5), resumed across its end
+    ["--optim.contrastive_warmup_steps", "5", "--model.loss.contrastive", "simclr", "--model.loss.contrastive_input",
+     "tokens"],
+], ids=["views_in_loader", "views_on_accelerator", "contrastive_warmup"])
+def test_resume_after_interruption_equals_an_uninterrupted_run(synthetic_disk, tmp_path, monkeypatch, extra):
     def run(name, resume=False):
-        return train(_cfg(synthetic_disk, tmp_path / name, "--checkpoint.every", "100", "--data.views_on", views_on),
-                     resume=resume)
+        return train(_cfg(synthetic_disk, tmp_path / name, "--checkpoint.every", "100", *extra), resume=resume)
 
     full = run("full")
 
