@@ -52,8 +52,8 @@ def add_evaluation(export_dir: str | os.PathLike, evaluation: dict[str, Any], ev
     export_dir, eval_dir = Path(export_dir), Path(eval_dir)
     if evaluation.get("model_features", "latents") != "latents":
         raise ValueError(f"this evaluation probed the model's {evaluation['model_features']!r}, not what encode() "
-                         "returns by default (its latents): the card only records the latter; evaluate without "
-                         "--features tokens to update it")
+                         "returns by default (its latents): the card only records the latter; evaluate with the "
+                         "default --features latents to update it")
     card = ModelCard.load(export_dir / "README.md")
     pictures = evaluation.get("pictures") or {}
     with atomic_directory(export_dir / PICTURES_DIR) as work:

@@ -118,7 +118,7 @@ class CheckpointConfig(Config):
 @dataclass
 class CollapseConfig(Config):
     section: ClassVar[str] = "collapse"
-    warmup_steps: int = 300  # no verdict before this step
+    warmup_steps: int = 300  # no verdict before this step (counted from the end of optim.contrastive_warmup_steps)
     stop: bool = False  # --stop-on-collapse: end the run with exit code 3
     max_nonfinite: int = 5  # consecutive NaN/inf steps (skipped) before the run stops
 

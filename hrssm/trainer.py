@@ -151,7 +151,8 @@ def _train(accelerator, cfg: TrainConfig, resume: bool | str | os.PathLike, star
     optimizer, scheduler = make_optimizer(model, cfg.optim)
     # The scheduler is not prepared: Accelerate would step it once per process; it steps once per optimizer step.
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    window, collapse = MetricWindow(accelerator.device), CollapseWatch(cfg.collapse, accelerator.print)
+    window = MetricWindow(accelerator.device)
+    collapse = CollapseWatch(cfg.collapse, accelerator.print, after=cfg.optim.contrastive_warmup_steps)
     state = TrainState(scheduler, window, collapse)  # (nothing is registered for Accelerate to pickle)
     checkpointer = Checkpointer(accelerator, out / "checkpoints", cfg.checkpoint.keep, state,
                                 identity={"model": model_cfg.to_dict(), "num_processes": accelerator.num_processes})
@@ -432,11 +433,12 @@ def _log_window(accelerator, metrics: dict[str, float], step: int, out: Path, ba
 
 
 class CollapseWatch:
-    """The collapse verdict on each logged window from `collapse.warmup_steps` on (`diagnose_collapse`): the full
-    message the first time the model collapses, one line each time after."""
+    """The collapse verdict on each logged window from `collapse.warmup_steps` after the contrastive warm-up (`after`
+    steps, when the world model starts training) on (`diagnose_collapse`): the full message the first time the model
+    collapses, one line each time after."""
 
-    def __init__(self, cfg: CollapseConfig, say: Callable[[str], None]) -> None:
-        self.warmup_steps, self.say = cfg.warmup_steps, say
+    def __init__(self, cfg: CollapseConfig, say: Callable[[str], None], after: int = 0) -> None:
+        self.warmup_steps, self.say = after + cfg.warmup_steps, say
         self.report = CollapseReport()  # the last verdict
         self.announced = False
 

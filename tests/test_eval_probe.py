@@ -74,7 +74,7 @@ def test_eval_probe_on_the_encoders_tokens_probes_them_for_the_floor_too_and_lea
     assert list(result["features"]) == ["trained", "random init (same config, seed 0)", "raw pixels (32x32)"]
     assert "the encoder's mean patch token" in capsys.readouterr().out
     assert (export_dir / "README.md").read_bytes() == card  # the card describes encode()'s default features
-    with pytest.raises(ValueError, match="probed the model's 'tokens'.*without --features tokens"):
+    with pytest.raises(ValueError, match="probed the model's 'tokens'.*with the default --features latents"):
         add_evaluation(export_dir, result, export_dir.parent / "eval_tokens")
     assert (export_dir / "README.md").read_bytes() == card
 

@@ -84,9 +84,10 @@ def test_run_folder_holds_config_metrics_images_checkpoints_export(synthetic_dis
 @pytest.mark.parametrize("extra", [
     ["--data.views_on", "loader"],
     ["--data.views_on", "accelerator"],
-    # cut in the contrastive warm-up (steps 1-5), resumed across its end
-    ["--optim.contrastive_warmup_steps", "5", "--model.loss.contrastive", "simclr", "--model.loss.contrastive_input",
-     "tokens"],
+    # cut at step 4 with a log window open over the end of the contrastive warm-up (steps 1-3; one log, at 5): its
+    # steps 1-3 reported no reconstruction metrics, step 4 did
+    ["--optim.contrastive_warmup_steps", "3", "--log.every", "5", "--model.loss.contrastive", "simclr",
+     "--model.loss.contrastive_input", "tokens"],
 ], ids=["views_in_loader", "views_on_accelerator", "contrastive_warmup"])
 def test_resume_after_interruption_equals_an_uninterrupted_run(synthetic_disk, tmp_path, monkeypatch, extra):
     def run(name, resume=False):
@@ -113,6 +114,8 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(synthetic_disk, t
     resumed = run("cut", resume=True)
     assert resumed.step == 6
     assert digest(resumed.model) == digest(full.model)
+    # the logged windows too, the one the cut split included
+    assert (tmp_path / "cut" / "metrics.jsonl").read_text() == (tmp_path / "full" / "metrics.jsonl").read_text()
 
 
 def test_contrastive_warmup_trains_the_encoder_first_then_the_whole_world_model(synthetic_disk, tmp_path):
@@ -134,6 +137,16 @@ def test_contrastive_warmup_trains_the_encoder_first_then_the_whole_world_model(
 
     assert moved(1, 2) == {"encoder", "projector"}  # a warm-up step: the RSSM and decoder stay as they were
     assert {"encoder", "projector", "rssm", "decoder"} <= moved(2, 3)
+
+
+def test_collapse_watch_counts_its_warmup_from_the_end_of_the_contrastive_warmup():
+    from hrssm.train_config import CollapseConfig
+
+    said = []
+    watch = trainer_mod.CollapseWatch(CollapseConfig(warmup_steps=50), said.append, after=350)
+    gray = {"recon_std_ratio": 0.01}  # every decoded image the same: collapsed
+    assert not watch.check(gray, 399).collapsed and not said  # the world model has trained 49 steps
+    assert watch.check(gray, 400).collapsed and "gray" in said[0]
 
 
 def test_metric_window_averages_each_metric_over_the_steps_that_reported_it():

@@ -5,9 +5,9 @@
 
 1. TCAV: does a water background (concept place=1) drive the bird probe's logit? (demo model, train-fit probe)
 2. CAV edits: move test latents along the water-vs-land CAV and decode them (demo model)
-3. Action edits: trains the studies' base config (recipes/configs/studies_base.yaml, 64 px) with views.mode=edit
-   (runs/demo_edit, ~5 min once, reused afterwards), whose action +1 / -1 sets the background to water / land, and
-   runs the action through the prior (`imagine`)
+3. Action edits: trains the studies' base config (recipes/configs/studies_base.yaml, at the demo model's image
+   size) with views.mode=edit (runs/demo_edit, ~5 min once, reused afterwards), whose action +1 / -1 sets the
+   background to water / land, and runs the action through the prior (`imagine`)
 4. Measures both edits on every test image: does the decoded edit show the other background (place probe on the
    re-encoded image) and keep the bird (a place-balanced bird probe, fit on train images and their counterfactuals)?
 5. Planner: CEM over the edit action per test image, in imagination (edit-trained model), reward = -|place logit|
@@ -56,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"[1/5] training (or reusing) the edit-action model in {args.edit_run}", flush=True)
+    # the edit model sees and decodes images at the demo model's size, so both edits are measured alike
     cfg = TrainConfig.load(args.config, ["--output_dir", args.edit_run, "--data.source", args.data,
-                                         "--views.mode", "edit", "--log.progress", "false", *overrides])
+                                         "--views.mode", "edit", "--log.progress", "false",
+                                         "--model.image_size", str(demo.cfg.image_size), *overrides])
     editor = train(cfg, resume=True).model.eval()
 
     print("[2/5] features and probes", flush=True)
