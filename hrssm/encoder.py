@@ -18,6 +18,7 @@ from vit_decoder.layers import Block, sincos_pos_embed_2d
 
 from ._torch import eval_mode
 from .config import EncoderConfig
+from .rssm import HierarchicalRSSM
 
 
 def conv_stem(channels: int, width: int, patch_size: int) -> nn.Sequential:
@@ -81,6 +82,14 @@ def check_features(features: str) -> str:
     return features
 
 
+def select_features(features: str, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The `features` (one of FEATURES) of encoded parts {h, z_probs, s (absent without a local level), tokens
+    (needed for "tokens")} as `encode_latents` returns them: (B, D). The one rule for what each feature set holds."""
+    if check_features(features) == "tokens":
+        return parts["tokens"]
+    return HierarchicalRSSM.features(parts["h"], parts["z_probs"], parts.get("s") if features == "latents" else None)
+
+
 class EncodesImages:
     """`encode_latents` / `encode` for any module with `encoder`, `rssm` and `cfg` (WorldModel, export.Encoder)."""
 
@@ -126,5 +135,4 @@ class EncodesImages:
         if check_features(features) == "tokens":
             with eval_mode(self):
                 return self._encoder_pass(images)[1].mean(1)
-        lat = self.encode_latents(images)
-        return self.rssm.features(lat["h"], lat["z_probs"], lat.get("s") if features == "latents" else None)
+        return select_features(features, self.encode_latents(images))

@@ -24,7 +24,7 @@ import torch
 from ._io import atomic_file
 from .config import ModelConfig
 from .data.preprocess import check_finite
-from .encoder import check_features
+from .encoder import check_features, select_features
 from .errors import HrssmError, one_line
 from .export import ENCODER_PREFIXES
 
@@ -64,25 +64,30 @@ def dataset_latents(encoder, ds, batch_size: int = 128, progress: bool = True, d
     """Encode every image of a Waterbirds dataset with an `hrssm.Encoder` (deterministic latents; the model's own
     preprocessing), with a progress bar named `desc` unless `progress` is False. `features` says what the
     `features` array holds (`Encoder.encode`): "latents" [h, z's class probabilities, s], "global" [h, z's class
-    probabilities] or "tokens" (the encoder's mean patch token, then also kept as `tokens`). h, z (one-hot) and s
-    are the state the decoder reads; z_probs is returned too, not saved by `save_latents`."""
+    probabilities] or "tokens" (the encoder's mean patch token); `with_features` makes another set from the same
+    arrays. h, z (one-hot) and s are the state the decoder reads; z_probs and tokens are returned too, not saved by
+    `save_latents`."""
     from tqdm.auto import tqdm
 
-    with_tokens = check_features(features) == "tokens"
+    check_features(features)
     parts: dict[str, list[torch.Tensor]] = {"h": [], "z": [], "z_probs": [], "s": [], "tokens": []}
     for start in tqdm(range(0, len(ds), batch_size), desc=desc, unit="batch", disable=not progress):
-        lat = encoder.encode_latents(ds[start : start + batch_size]["image"], tokens=with_tokens)
+        lat = encoder.encode_latents(ds[start : start + batch_size]["image"], tokens=True)
         for key, value in lat.items():
             parts[key].append(value.float().cpu())
     out = {k: torch.cat(v).numpy() for k, v in parts.items() if v}
     if "s" not in out:
         out["s"] = np.zeros((len(ds), 0, 0), np.float32)
-    s = torch.from_numpy(out["s"]) if out["s"].size and features == "latents" else None
-    out["features"] = out["tokens"] if with_tokens else encoder.rssm.features(
-        torch.from_numpy(out["h"]), torch.from_numpy(out["z_probs"]), s).numpy()
     for key in ("label", "place", "group", "img_id"):
         out[key] = np.asarray(ds[key], dtype=np.int64)
-    return out
+    return with_features(out, features)
+
+
+def with_features(latents: dict[str, np.ndarray], features: str) -> dict[str, np.ndarray]:
+    """`dataset_latents`' output with its `features` array rebuilt as `features` (one of `encoder.FEATURES`) from
+    the same h, z_probs, s and tokens: a shallow copy, the other arrays shared."""
+    parts = {key: torch.from_numpy(latents[key]) for key in ("h", "z_probs", "s", "tokens") if latents[key].size}
+    return {**latents, "features": select_features(features, parts).numpy()}
 
 
 def save_latents(path: str | os.PathLike, arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> Path:

@@ -32,12 +32,14 @@ from .evaluation import (
     probe_table,
     standard_probes,
 )
+from .latents import with_features
 from .viz import image_grid
 from .world_model import WorldModel
 
 RECON_KEYS = ("recon_std_ratio", "psnr", "psnr_mean_image", "psnr_gain", "seam_ratio")
 TRAINED = "trained"
 RANDOM_INIT = "random init (same config, seed 0)"
+ENCODED = (TRAINED, RANDOM_INIT)  # the feature sets a model encodes (the others, raw pixels, are images)
 PIXEL_SIZE = 32
 
 
@@ -54,6 +56,7 @@ class EvalResult:
     pictures: dict[str, str] = field(default_factory=dict)  # name -> file in the output folder
     sizes: dict[str, int] = field(default_factory=dict)  # images per split
     model_features: str = "latents"  # what the model's features were: one of `encoder.FEATURES`
+    also: dict[str, EvalResult] = field(default_factory=dict)  # evaluate_model(also=...): feature set -> its result
 
     @property
     def margin(self) -> float:
@@ -97,7 +100,7 @@ def evaluate_model(model: WorldModel, data: str | os.PathLike, out_dir: str | os
                    latent_maps: tuple[str, ...] = ("tsne", "umap"), floors: bool = True,
                    seeds: Sequence[int] = PROBE_SEEDS, batch_size: int = 128, report_intro: list[str] | None = None,
                    extra_json: dict | None = None, progress=print, data_revision: str | None = None,
-                   features: str = "latents") -> EvalResult:
+                   features: str = "latents", also: Sequence[str] = ()) -> EvalResult:
     """Encode train / validation / test of `data` (any `load_waterbirds` source), fit the probes on the model's
     features and on its floors (random init, raw pixels), measure held-out reconstructions, draw the pictures, and
     write `eval.json` and `report.md` into `out_dir`.
@@ -107,21 +110,45 @@ def evaluate_model(model: WorldModel, data: str | os.PathLike, out_dir: str | os
     hub dataset's branch, tag or commit. Images are preprocessed as the model records (`model.cfg.preprocess`).
     features: what is probed, for the model and its random-init floor alike: "latents" ([h, p(z), s], the default),
     "global" ([h, p(z)]) or "tokens" (the encoder's mean patch token); see `Encoder.encode`.
+    also: more feature sets probed from the same encoding pass (no second encoding), each with its floors into
+    `out_dir/eval_{name}/` (eval.json, report.md, no pictures) and into the result's `also[name]`.
     """
-    check_features(features)
+    for name in (features, *also):
+        check_features(name)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     splits = {s: load_waterbirds(data, s, revision=data_revision, **model.cfg.preprocessing()) for s in SPLITS}
     progress(f"encoding {', '.join(f'{s} ({len(d)})' for s, d in splits.items())} ({features})"
              + (": the model, a random-init model of its config, raw pixels" if floors else ""))
     feats = feature_sets(model, splits, batch_size, floors, progress=progress is not None, features=features)
+    result = _probe_and_report(feats, {s: len(d) for s, d in splits.items()}, features, seeds, progress)
+    if pictures:
+        progress("drawing the pictures")
+        result.pictures = _pictures(model, splits["test"], feats[TRAINED]["test"], result.probes, out, latent_maps,
+                                    {"tokens": "mean patch tokens", "global": "global latents"}.get(features,
+                                                                                                   "latents"))
+    _write_results(out, result, report_intro or [], extra_json)
+    for name in also:
+        progress(f"the same probes and floors on {name!r}: {FEATURES[name]}")
+        other = {set_name: {s: with_features(d, name) if set_name in ENCODED else d for s, d in per_split.items()}
+                 for set_name, per_split in feats.items()}
+        result.also[name] = _probe_and_report(other, result.sizes, name, seeds, progress)
+        (out / f"eval_{name}").mkdir(exist_ok=True)
+        _write_results(out / f"eval_{name}", result.also[name], [f"The model of `../report.md`, its {name!r} features "
+                                                                  f"({FEATURES[name]}).", ""], extra_json)
+    return result
+
+
+def _probe_and_report(feats: dict[str, dict[str, dict[str, np.ndarray]]], sizes: dict[str, int], features: str,
+                      seeds: Sequence[int], progress) -> EvalResult:
+    """The probes on every feature set of `feats` (`feature_sets`' output) and the result's markdown table."""
     recon = {k: float(feats[TRAINED]["test"][k]) for k in RECON_KEYS if k in feats[TRAINED]["test"]}
     progress(f"fitting the probes ({len(seeds)} probe seeds; hyperparameters chosen on validation worst group)")
     results = {name: standard_probes(f, seeds) for name, f in feats.items()}
 
     lines = []
     if recon:
-        lines += [f"Reconstruction of {min(1024, len(splits['test']))} held-out test images: recon_std_ratio "
+        lines += [f"Reconstruction of {min(1024, sizes['test'])} held-out test images: recon_std_ratio "
                   f"{recon['recon_std_ratio']:.3f}, PSNR {recon['psnr']:.2f} dB vs the mean image's "
                   f"{recon['psnr_mean_image']:.2f} dB (+{recon['psnr_gain']:.2f} dB)"
                   + (f", seam ratio {recon['seam_ratio']:.2f} (1: no block grid at patch borders)"
@@ -130,21 +157,17 @@ def evaluate_model(model: WorldModel, data: str | os.PathLike, out_dir: str | os
     what = "" if features == "latents" else f" ({FEATURES[features]}, for the model and its random init)"
     lines += [f"Test accuracy ({spread}) of the trained features{what} and their floors:", "", floors_table(results),
               ""]
-    result = EvalResult(results[TRAINED], recon, "", results, sizes={s: len(d) for s, d in splits.items()},
-                        model_features=features)
-    if floors:
+    result = EvalResult(results[TRAINED], recon, "", results, sizes=sizes, model_features=features)
+    if len(results) > 1:
         lines += [f"Bird, DFR worst group: {result.margin:+.3f} over the best floor.", ""]
     lines += ["Every probe on the trained features:", "", probe_table(results[TRAINED], GROUP_NAMES)]
     result.table = "\n".join(lines)
-
-    if pictures:
-        progress("drawing the pictures")
-        result.pictures = _pictures(model, splits["test"], feats[TRAINED]["test"], result.probes, out, latent_maps,
-                                    {"tokens": "mean patch tokens", "global": "global latents"}.get(features,
-                                                                                                   "latents"))
-    _write_json(out / "eval.json", {**result.to_dict(), **(extra_json or {})})
-    _write_report(out, result, report_intro or [])
     return result
+
+
+def _write_results(out: Path, result: EvalResult, intro: list[str], extra_json: dict | None) -> None:
+    _write_json(out / "eval.json", {**result.to_dict(), **(extra_json or {})})
+    _write_report(out, result, intro)
 
 
 def _pictures(model, test, test_feats, probes, out: Path, latent_maps, what: str = "latents") -> dict[str, str]:

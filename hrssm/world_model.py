@@ -29,6 +29,10 @@ from .rssm import HierarchicalRSSM, State, Trajectory, mlp
 LossTerm = tuple[torch.Tensor, dict[str, torch.Tensor]]  # (weighted 0-dim loss, its metrics)
 
 
+def _detached(metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: value.detach() for name, value in metrics.items()}
+
+
 @dataclass
 class WorldModelOutput:
     loss: torch.Tensor
@@ -145,14 +149,14 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
                             else self._latent_prediction(views, traj)]
         if self.projector is not None:
             terms.append(self._contrastive(traj.z if self.cfg.loss.contrastive_input == "z"
-                                           else tokens.mean(1).unflatten(0, views.shape[:2])))
+                                           else self._mean_tokens(tokens, views)))
         loss = sum(term for term, _ in terms)
         metrics = {name: value for _, term_metrics in terms for name, value in term_metrics.items()}
         if grad_diagnostics:
             loss_kl = sum(term for term, _ in kl_terms)
             metrics.update(self._encoder_grad_norms(tokens, embed, loss_kl, loss - loss_kl))
         metrics["loss"] = loss
-        return WorldModelOutput(loss, {k: v.detach() for k, v in metrics.items()}, recon, traj)
+        return WorldModelOutput(loss, _detached(metrics), recon, traj)
 
     def _forward_contrastive(self, views: torch.Tensor) -> WorldModelOutput:
         """The contrastive term on the mean patch tokens of views (B, T, C, H, W): encoder and projector only."""
@@ -161,9 +165,14 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
                              f"'tokens', got contrastive={self.cfg.loss.contrastive!r}, "
                              f"contrastive_input={self.cfg.loss.contrastive_input!r}")
         _, tokens = self.encoder(views.flatten(0, 1))
-        loss, metrics = self._contrastive(tokens.mean(1).unflatten(0, views.shape[:2]))
-        return WorldModelOutput(loss, {**{k: v.detach() for k, v in metrics.items()}, "loss": loss.detach()}, None,
-                                None)
+        loss, metrics = self._contrastive(self._mean_tokens(tokens, views))
+        return WorldModelOutput(loss, _detached({**metrics, "loss": loss}), None, None)
+
+    @staticmethod
+    def _mean_tokens(tokens: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        """Patch tokens (B*T, N, W) of views (B, T, C, H, W) -> their mean per view (B, T, W), the contrastive input
+        `loss.contrastive_input: tokens`."""
+        return tokens.mean(1).unflatten(0, views.shape[:2])
 
     def _kl_term(self, level: str, post: torch.Tensor, prior: torch.Tensor, free_nats: float) -> LossTerm:
         """The balanced KL of one level with free nats (objectives.balanced_kl) and its diagnostics.

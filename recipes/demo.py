@@ -11,7 +11,8 @@ differ by about 2x):
 4. evaluates it (hrssm.report.evaluate_model, as recipes/eval_probe.py): reconstructions of held-out test images
    against the mean-image floor; probes on the latents (bird by DFR as published, by DFR on half of validation,
    fit on train, by kNN; background), beside the same probes on a random-init model of the same config and on raw
-   pixels (the floors); then the same for the global level alone (`encode(features="global")`, runs/demo/eval_global)
+   pixels (the floors); then the same probes and floors for the global level alone (`encode(features="global")`,
+   from the same encoding pass; runs/demo/eval_global)
 5. prints the tables (worst-group / average / adjusted accuracy, mean ± std over probe seeds); runs/demo/report.md
    has them with the pictures (reconstructions, per-group accuracy bars, t-SNE of test latents); the export's
    model card gets the results (eval_results) and the pictures, and TensorBoard (runs/demo/logs) the pictures
@@ -77,13 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         intro += ["Training views at the last logged step: per sample, input views | reconstructions | prior "
                   "imagination from the first state (no-op actions):", "",
                   f"![training views]({images[-1].relative_to(out)})", ""]
-    ev = evaluate_model(model, data, out, report_intro=intro,
+    ev = evaluate_model(model, data, out, report_intro=intro, also=("global",),
                         extra_json={"train_steps": result.step, "train_metrics": result.metrics}, progress=_say)
+    glob = ev.also["global"]
 
     add_evaluation(result.export_dir, json.loads((out / "eval.json").read_text()), out, data=str(data))
     log_pictures_to_run(out, {f"eval/{Path(f).stem}": out / f for f in ev.pictures.values()}, result.step)
-    _say("the global level alone (encode(features='global')): the same probes and floors")
-    glob = evaluate_model(model, data, out / "eval_global", pictures=False, features="global", progress=_say)
 
     print("[5/5] results\n\n" + ev.table + "\n")
     print(f"The global level alone, [h, p(z)] (`encode(features=\"global\")`: the latents without the local cells; "

@@ -10,7 +10,9 @@ from recipes_loader import load_recipe, load_tool
 
 from hrssm import ModelConfig, WorldModel, export
 from hrssm.data import load_waterbirds, preprocess
+from hrssm.encoder import FEATURES
 from hrssm.evaluation import DFR_C_GRID, DFR_PROBE, ERM_PROBE, PLACE_PROBE, PROBES, wilds_group_names
+from hrssm.latents import dataset_latents, with_features
 from hrssm.model_card import add_evaluation
 from hrssm.report import RANDOM_INIT, TRAINED, feature_sets, random_init_encoder
 
@@ -91,6 +93,39 @@ def test_token_feature_sets_are_the_mean_patch_token_of_the_model_and_of_its_ran
     assert np.array_equal(feats[RANDOM_INIT]["test"]["features"], rand) and not np.allclose(rand, ref)
     with pytest.raises(ValueError, match="features must be one of"):
         feature_sets(model, {"test": ds}, progress=False, features="cells")
+
+
+def test_each_feature_set_rebuilt_from_one_encoding_equals_encoding_it_directly(synthetic_disk):
+    model = WorldModel(ModelConfig.preset("tiny", image_size=32, rssm={"local_grid": 2})).eval()
+    ds = load_waterbirds(synthetic_disk, "test").select(range(10))
+    latents = dataset_latents(model, ds, progress=False)  # features="latents"
+    assert latents["features"].shape[1] == model.rssm.feature_dim
+    for name in FEATURES:
+        direct = model.encode(ds["image"], features=name).numpy()
+        assert np.array_equal(with_features(latents, name)["features"], direct), name
+        assert np.array_equal(dataset_latents(model, ds, progress=False, features=name)["features"], direct), name
+    assert with_features(latents, "global")["h"] is latents["h"]  # the other arrays are shared, not copied
+
+
+def test_eval_probe_also_probes_more_feature_sets_from_the_same_encoding(export_dir, synthetic_disk, tmp_path,
+                                                                         capsys):
+    out = tmp_path / "eval"
+    assert load_recipe("eval_probe").main(["--model", str(export_dir), "--data", str(synthetic_disk), "--out",
+                                           str(out), "--no-pictures", "--no-card", "--seeds", "1",
+                                           "--also", "global", "tokens"]) == 0
+    printed = capsys.readouterr().out
+    main = json.loads((out / "eval.json").read_text())
+    for name in ("global", "tokens"):
+        assert f"The same probes on {name!r}" in printed
+        other = json.loads((out / f"eval_{name}" / "eval.json").read_text())
+        assert other["model_features"] == name and list(other["features"]) == list(main["features"])
+        assert other["reconstruction"] == main["reconstruction"]  # the same model, decoded once
+        pixels = "raw pixels (32x32)"
+        assert other["features"][pixels] == main["features"][pixels]  # the pixel floor is not re-encoded
+        assert "its " + repr(name) + " features" in (out / f"eval_{name}" / "report.md").read_text()
+    with pytest.raises(SystemExit):
+        load_recipe("eval_probe").main(["--model", str(export_dir), "--data", str(synthetic_disk), "--also", "cells"])
+    assert "invalid choice: 'cells'" in capsys.readouterr().err
 
 
 def test_eval_probe_without_pictures_and_without_a_decoder(tmp_path, synthetic_disk, capsys):

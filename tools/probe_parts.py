@@ -26,7 +26,7 @@ PARTS = ("h", "z", "z mode", "s", "latents", "tokens", "latents + tokens")
 
 
 def part_features(enc: dict[str, np.ndarray], part: str) -> np.ndarray:
-    """(N, D) features of one part from `dataset_latents(..., features="tokens")` output (h, z, z_probs, s,
+    """(N, D) features of one part from `dataset_latents` output (h, z, z_probs, s,
     tokens): "z" is the global posterior's class probabilities (what `encode()` exports), "z mode" its one-hot mode
     (what the decoder reads)."""
     s = enc["s"].reshape(len(enc["s"]), -1)
@@ -48,7 +48,7 @@ def probe_parts(model, splits: dict, seeds: tuple[int, ...], parts=PARTS, batch_
     out: dict[str, dict[str, dict]] = {}
     device = next(model.parameters()).device
     for name, encoder in (("trained", model), ("random init", random_init_encoder(model.cfg).to(device))):
-        enc = {s: dataset_latents(encoder, d, batch_size, progress=False, features="tokens") for s, d in splits.items()}
+        enc = {s: dataset_latents(encoder, d, batch_size, progress=False) for s, d in splits.items()}
         out[name] = {}
         for part in parts:
             if part == "s" and not enc["train"]["s"].size:

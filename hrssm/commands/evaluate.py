@@ -3,10 +3,12 @@
     hrssm-eval --model runs/demo/export --data data/synthetic_waterbirds_64 [--out runs/demo/eval]
     hrssm-eval --model runs/demo/export --data data/synthetic_waterbirds_64 --features tokens   # the encoder's tokens
     hrssm-eval --model runs/demo/export --data data/synthetic_waterbirds_64 --features global   # [h, p(z)] only
+    hrssm-eval --model runs/demo/export --data data/synthetic_waterbirds_64 --also global tokens  # one encoding pass
 
 1. encodes train / validation / test (deterministic latents, one view each, with the preprocessing the export
    records; `--features global`: the global level [h, p(z)] only; `--features tokens`: the encoder's mean patch
-   token), and, as floors, the same images through a random-init model of the same config and as raw 32x32 pixels
+   token; `--also NAME ...`: more of these from the same pass, each into OUT/eval_NAME/), and, as floors, the
+   same images through a random-init model of the same config and as raw 32x32 pixels
 2. probes (hrssm/evaluation.py; hyperparameters chosen on validation worst-group accuracy, never on test): the
    bird by DFR as published (Kirichenko et al. 2022; the headline), by DFR on half of validation, fit on train
    (the shortcut), by kNN on balanced validation; the background (place)
@@ -49,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
                    + "; ".join(f"'{k}' = {v}" for k, v in FEATURES.items())
                    + " ('latents', what `encode()` returns, is the default). Other than 'latents', the default "
                    "output folder is eval_FEATURES/ and the model card is left alone")
+    p.add_argument("--also", nargs="+", choices=FEATURES, default=[], metavar="FEATURES",
+                   help="more feature sets probed from the same encoding pass (with their floors), each into "
+                   "OUT/eval_NAME/ (eval.json, report.md): " + ", ".join(FEATURES))
     args = p.parse_args(argv)
     latents = args.features == "latents"
     # a local export (its card and run are updated) or a hub repo (never a file of the hub cache)
@@ -58,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     model = load_world_model(args.model, device=args.device, revision=args.revision)
     result = evaluate_model(model, args.data, out, pictures=not args.no_pictures, batch_size=args.batch_size,
                             floors=not args.no_floors, seeds=tuple(range(args.seeds)),
-                            data_revision=args.data_revision, features=args.features,
+                            data_revision=args.data_revision, features=args.features, also=args.also,
                             report_intro=[f"Model: `{args.model}`; data: `{args.data}`.", ""])
     print("\n" + result.table + "\n")
+    for name, other in result.also.items():
+        print(f"The same probes on {name!r} ({FEATURES[name]}; {out / f'eval_{name}'}):\n\n{other.table}\n")
     print(f"report: {out / 'report.md'}   numbers: {out / 'eval.json'}")
     if export_dir is not None:
         if not args.no_card and latents:  # the card describes what encode() returns by default
