@@ -86,7 +86,12 @@ def dataset_latents(encoder, ds, batch_size: int = 128, progress: bool = True, d
 def with_features(latents: dict[str, np.ndarray], features: str) -> dict[str, np.ndarray]:
     """`dataset_latents`' output with its `features` array rebuilt as `features` (one of `encoder.FEATURES`) from
     the same h, z_probs, s and tokens: a shallow copy, the other arrays shared."""
-    parts = {key: torch.from_numpy(latents[key]) for key in ("h", "z_probs", "s", "tokens") if latents[key].size}
+    parts = {key: torch.from_numpy(latents[key]) for key in ("h", "z_probs", "s", "tokens")
+             if key in latents and latents[key].size}
+    needed = ("tokens",) if check_features(features) == "tokens" else ("h", "z_probs")
+    if missing := [key for key in needed if key not in parts]:
+        raise ValueError(f"{features!r} features need {list(needed)}, these arrays lack {missing}: use the output of "
+                         "dataset_latents (a saved .npz keeps only h, z and s)")
     return {**latents, "features": select_features(features, parts).numpy()}
 
 

@@ -105,6 +105,9 @@ def test_each_feature_set_rebuilt_from_one_encoding_equals_encoding_it_directly(
         assert np.array_equal(with_features(latents, name)["features"], direct), name
         assert np.array_equal(dataset_latents(model, ds, progress=False, features=name)["features"], direct), name
     assert with_features(latents, "global")["h"] is latents["h"]  # the other arrays are shared, not copied
+    saved = {k: latents[k] for k in ("h", "z", "s")}  # what a latents .npz keeps
+    with pytest.raises(ValueError, match=r"'tokens' features need \['tokens'\].*use the output of dataset_latents"):
+        with_features(saved, "tokens")
 
 
 def test_eval_probe_also_probes_more_feature_sets_from_the_same_encoding(export_dir, synthetic_disk, tmp_path,
