@@ -428,8 +428,12 @@ def _log_window(accelerator, metrics: dict[str, float], step: int, out: Path, ba
     if accelerator.is_main_process:
         with (out / "metrics.jsonl").open("a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
-    bar.set_postfix(loss=f"{metrics['loss']:.1f}", psnr=f"{metrics.get('psnr', float('nan')):.1f}",
-                    std_ratio=f"{metrics.get('recon_std_ratio', float('nan')):.2f}")
+    bar.set_postfix({name: f"{metrics[key]:{spec}}" for key, (name, spec) in _BAR_METRICS.items() if key in metrics})
+
+
+# what the progress bar shows, when the window has it (the contrastive warm-up has no reconstruction): key -> (name,
+# format)
+_BAR_METRICS = {"loss": ("loss", ".1f"), "psnr": ("psnr", ".1f"), "recon_std_ratio": ("std_ratio", ".2f")}
 
 
 class CollapseWatch:

@@ -318,3 +318,22 @@ def test_two_cpu_processes_train_one_ddp_model(synthetic_disk, tmp_path):
 
     assert digest(load_file(out / "rank0.safetensors")) == digest(load_file(out / "rank1.safetensors"))
     assert (out / "export" / "model.safetensors").exists()
+
+
+def test_progress_bar_shows_only_the_metrics_the_window_has(tmp_path):
+    class Bar:
+        def set_postfix(self, values):
+            self.values = values
+
+    class One:
+        is_main_process = True
+
+        def log(self, metrics, step):
+            pass
+
+    bar = Bar()
+    trainer_mod._log_window(One(), {"loss": 75299.64, "contrastive_loss": 3.76}, 25, tmp_path, bar)
+    assert bar.values == {"loss": "75299.6"}  # a contrastive warm-up window: no reconstruction, no "psnr=nan"
+    trainer_mod._log_window(One(), {"loss": 12.0, "psnr": 21.43, "recon_std_ratio": 0.8}, 50, tmp_path, bar)
+    assert bar.values == {"loss": "12.0", "psnr": "21.4", "std_ratio": "0.80"}
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [25, 50]
