@@ -122,9 +122,9 @@ def test_eval_probe_also_probes_more_feature_sets_from_the_same_encoding(export_
         assert f"The same probes on {name!r}" in printed
         other = json.loads((out / f"eval_{name}" / "eval.json").read_text())
         assert other["model_features"] == name and list(other["features"]) == list(main["features"])
-        assert other["reconstruction"] == main["reconstruction"]  # the same model, decoded once
+        assert other["reconstruction"] == main["reconstruction"]  # the same model and test images
         pixels = "raw pixels (32x32)"
-        assert other["features"][pixels] == main["features"][pixels]  # the pixel floor is not re-encoded
+        assert other["features"][pixels] == main["features"][pixels]  # the same pixel floor
         assert "its " + repr(name) + " features" in (out / f"eval_{name}" / "report.md").read_text()
     with pytest.raises(SystemExit):
         load_recipe("eval_probe").main(["--model", str(export_dir), "--data", str(synthetic_disk), "--also", "cells"])
