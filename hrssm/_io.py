@@ -13,6 +13,7 @@ and `is_disk_full(err)` tells a failed write that ran out of space from other fa
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import tempfile
@@ -41,6 +42,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` to `path` so that a reader sees the old file or the new one, never a part."""
     with atomic_file(path, "w") as f:
         f.write(text)
+
+
+def atomic_write_json(path: str | os.PathLike, data) -> Path:
+    """`data` as indented JSON at `path` (its folder made if missing), atomically (`atomic_write_text`); the path."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(data, indent=2))
+    return Path(path)
 
 
 def replace_directory(src: str | os.PathLike, dst: str | os.PathLike) -> None:

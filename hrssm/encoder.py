@@ -82,6 +82,12 @@ def check_features(features: str) -> str:
     return features
 
 
+def mean_patch_token(patch_tokens: torch.Tensor) -> torch.Tensor:
+    """Patch tokens (..., P, D) -> their mean (..., D): the "tokens" feature set and SimCLR's
+    `loss.contrastive_input: tokens`, one rule for both."""
+    return patch_tokens.mean(-2)
+
+
 def select_features(features: str, parts: dict[str, torch.Tensor]) -> torch.Tensor:
     """The `features` (one of FEATURES) of encoded parts {h, z_probs, s (absent without a local level), tokens
     (needed for "tokens")} as `encode_latents` returns them: (B, D). The one rule for what each feature set holds."""
@@ -115,7 +121,7 @@ class EncodesImages:
         if traj.s is not None:
             out["s"] = traj.s[:, 0]
         if tokens:
-            out["tokens"] = patch_tokens.mean(1)
+            out["tokens"] = mean_patch_token(patch_tokens)
         return out
 
     def _encoder_pass(self, images) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,5 +140,5 @@ class EncodesImages:
         `loss.contrastive_input="tokens"`."""
         if check_features(features) == "tokens":
             with eval_mode(self):
-                return self._encoder_pass(images)[1].mean(1)
+                return mean_patch_token(self._encoder_pass(images)[1])
         return select_features(features, self.encode_latents(images))

@@ -9,7 +9,6 @@ Used by `recipes/eval_probe.py` and by the main job (`recipes/demo.py`).
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._io import atomic_write_text
+from ._io import atomic_write_json, atomic_write_text
 from .data import GROUP_NAMES, SPLITS, load_waterbirds, preprocess
 from .data.contact_sheet import contact_sheet
 from .encoder import FEATURES, check_features
@@ -166,7 +165,7 @@ def _probe_and_report(feats: dict[str, dict[str, dict[str, np.ndarray]]], sizes:
 
 
 def _write_results(out: Path, result: EvalResult, intro: list[str], extra_json: dict | None) -> None:
-    _write_json(out / "eval.json", {**result.to_dict(), **(extra_json or {})})
+    atomic_write_json(out / "eval.json", {**result.to_dict(), **(extra_json or {})})
     _write_report(out, result, intro)
 
 
@@ -214,8 +213,3 @@ def _write_report(out: Path, result: EvalResult, intro: list[str]) -> None:
         for name, file in result.pictures.items():
             text += [f"{name}:", "", f"![{name}]({file})", ""]
     atomic_write_text(out / "report.md", "\n".join(text))
-
-
-def _write_json(path: Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2))
-

@@ -22,7 +22,7 @@ from . import objectives
 from .config import ModelConfig, decoder_config
 from .diagnostics import active_units, image_metrics
 from .distributions import categorical_kl, gaussian_kl
-from .encoder import EncodesImages, ViTEncoder, tokens_to_cells
+from .encoder import EncodesImages, ViTEncoder, mean_patch_token, tokens_to_cells
 from .export import HubMixin
 from .rssm import HierarchicalRSSM, State, Trajectory, mlp
 
@@ -172,7 +172,7 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
     def _mean_tokens(tokens: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
         """Patch tokens (B*T, N, W) of views (B, T, C, H, W) -> their mean per view (B, T, W), the contrastive input
         `loss.contrastive_input: tokens`."""
-        return tokens.mean(1).unflatten(0, views.shape[:2])
+        return mean_patch_token(tokens).unflatten(0, views.shape[:2])
 
     def _kl_term(self, level: str, post: torch.Tensor, prior: torch.Tensor, free_nats: float) -> LossTerm:
         """The balanced KL of one level with free nats (objectives.balanced_kl) and its diagnostics.

@@ -175,5 +175,8 @@ def test_probe_parts_probes_each_part_of_the_features_beside_the_random_init(exp
            "tokens": np.ones((3, 5))}
     assert np.array_equal(tool.part_features(enc, "z"), enc["z_probs"])  # the probabilities, as encode() exports
     assert np.array_equal(tool.part_features(enc, "z mode"), enc["z"])
+    latents = np.concatenate([enc["h"], enc["z_probs"]], axis=1)  # what encode() returns without a local level
+    assert np.array_equal(tool.part_features(enc, "latents"), latents)
+    assert np.array_equal(tool.part_features(enc, "latents + tokens"), np.concatenate([latents, enc["tokens"]], 1))
     with pytest.raises(ValueError, match="without a local level has no s"):
         tool.part_features(enc, "s")

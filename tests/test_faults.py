@@ -85,6 +85,16 @@ def _rewrite_manifest(ckpt: Path) -> None:
     _write_manifest(ckpt, int(ckpt.name.split("_")[1]))
 
 
+def test_a_json_write_that_fails_leaves_the_last_good_file(tmp_path):
+    from hrssm._io import atomic_write_json
+
+    path = atomic_write_json(tmp_path / "new" / "result.json", {"acc_wg": 0.5})  # its folder is made
+    assert json.loads(path.read_text()) == {"acc_wg": 0.5}
+    with pytest.raises(TypeError):
+        atomic_write_json(path, {"acc_wg": object()})  # not JSON: nothing is written
+    assert json.loads(path.read_text()) == {"acc_wg": 0.5} and os.listdir(path.parent) == ["result.json"]
+
+
 def test_a_crafted_pickle_in_a_checkpoint_never_runs_on_resume(synthetic_disk, tmp_path, monkeypatch):
     out, marker = tmp_path / "run", tmp_path / "pwned"
     monkeypatch.setattr(trainer_mod, "_stop_requested", _stop_at(4))

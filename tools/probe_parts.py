@@ -13,7 +13,6 @@ writes parts.json to --out.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -26,16 +25,19 @@ PARTS = ("h", "z", "z mode", "s", "latents", "tokens", "latents + tokens")
 
 
 def part_features(enc: dict[str, np.ndarray], part: str) -> np.ndarray:
-    """(N, D) features of one part from `dataset_latents` output (h, z, z_probs, s,
-    tokens): "z" is the global posterior's class probabilities (what `encode()` exports), "z mode" its one-hot mode
-    (what the decoder reads)."""
-    s = enc["s"].reshape(len(enc["s"]), -1)
-    z = enc["z_probs"]
-    pieces = {"h": [enc["h"]], "z": [z], "z mode": [enc["z"]], "s": [s], "latents": [enc["h"], z, s],
-              "tokens": [enc["tokens"]], "latents + tokens": [enc["h"], z, s, enc["tokens"]]}[part]
-    if sum(p.shape[1] for p in pieces) == 0:
+    """(N, D) features of one part from `dataset_latents` output (h, z, z_probs, s, tokens): "latents" and "tokens"
+    are what `encode(features=...)` returns (`hrssm.latents.with_features`); "z" is the global posterior's class
+    probabilities (as in the latents), "z mode" its one-hot mode (what the decoder reads)."""
+    from hrssm.latents import with_features
+
+    if part in ("latents", "tokens"):
+        return with_features(enc, part)["features"]
+    if part == "latents + tokens":
+        return np.concatenate([with_features(enc, "latents")["features"], enc["tokens"]], axis=1)
+    features = {"h": enc["h"], "z": enc["z_probs"], "z mode": enc["z"], "s": enc["s"].reshape(len(enc["s"]), -1)}[part]
+    if features.shape[1] == 0:
         raise ValueError(f"this model has no {part!r} features (a model without a local level has no s)")
-    return np.concatenate(pieces, axis=1)
+    return features
 
 
 def probe_parts(model, splits: dict, seeds: tuple[int, ...], parts=PARTS, batch_size: int = 128
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                    "else eval_parts-OWNER--NAME/ here)")
     args = p.parse_args(argv)
     import hrssm
-    from hrssm._io import atomic_write_text
+    from hrssm._io import atomic_write_json
     from hrssm.data import SPLITS, load_waterbirds
 
     model = hrssm.load(args.model, device=args.device, revision=args.revision)
@@ -87,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     result = probe_parts(model, splits, tuple(range(args.seeds)), batch_size=args.batch_size)
     print(table(result))
     out = Path(args.out) if args.out else default_output_dir(args.model, local_export(args.model), "eval_parts")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "parts.json", json.dumps(result, indent=2))
-    print(f"wrote {out / 'parts.json'}")
+    print(f"wrote {atomic_write_json(out / 'parts.json', result)}")
     return 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hrssm._io import atomic_write_text
+from hrssm._io import atomic_write_json, atomic_write_text
 from hrssm.cli import cli_main
 from hrssm.evaluation import DFR_PROBE as DFR
 from hrssm.evaluation import ERM_PROBE as ERM
@@ -144,7 +144,7 @@ def run_variant(name: str, args) -> dict:
             model = _load_export(run_dir)
             row.update(_evaluate_world_model(model, _splits(args.data, model.cfg.image_size), args), spec=spec,
                        label=label)
-            atomic_write_text(cache, json.dumps(row, indent=2))
+            atomic_write_json(cache, row)
             print(f"   {_cells(row)}", flush=True)
             return row
     from hrssm.evaluation import standard_probes
@@ -183,7 +183,7 @@ def run_variant(name: str, args) -> dict:
                    probes={k: v.to_dict() for k, v in probes["trained"].items()},
                    random_init={k: v.to_dict() for k, v in probes["random init"].items()})
     row.update(kl_global_raw=metrics.get("kl_global_raw"), kl_local_raw=metrics.get("kl_local_raw"))
-    atomic_write_text(cache, json.dumps(row, indent=2))
+    atomic_write_json(cache, row)
     print(f"   {_cells(row)}", flush=True)
     return row
 
@@ -237,7 +237,7 @@ def _backfill(name: str, row: dict, run_dir: Path, cache: Path, args) -> None:
         test = encode_dataset(model, splits["test"], with_recon_metrics=True)
         if "seam_ratio" in test:
             row["reconstruction"]["seam_ratio"] = float(test["seam_ratio"])
-    atomic_write_text(cache, json.dumps(row, indent=2))
+    atomic_write_json(cache, row)
 
 
 def token_probes(model, splits: dict, probe_seeds: int) -> dict:
@@ -270,8 +270,7 @@ def pixel_row(args) -> dict:
     feats = {s: pixel_features(d) for s, d in _splits(args.data, 32).items()}
     probes = standard_probes(feats, tuple(range(args.probe_seeds)))
     row = {"spec": spec, "probes": {k: v.to_dict() for k, v in probes.items()}}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(cache, json.dumps(row, indent=2))
+    atomic_write_json(cache, row)
     return row
 
 
