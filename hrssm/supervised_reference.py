@@ -87,9 +87,11 @@ def split_in_halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_reference(images: torch.Tensor, target: np.ndarray, settings: ReferenceSettings, seed: int,
-                    cfg: ModelConfig | None = None) -> nn.Module:
+                    cfg: ModelConfig | None = None, progress: bool = False) -> nn.Module:
     """Train a reference network of `settings.arch` (the "encoder" of `cfg`) on images (N, 3, S, S) in [-0.5, 0.5]
-    with integer targets (N,); returns it in eval mode."""
+    with integer targets (N,), with a progress bar if `progress`; returns it in eval mode."""
+    from tqdm.auto import tqdm
+
     torch.manual_seed(seed)
     if settings.arch == "encoder" and cfg is None:
         raise ValueError("arch='encoder' needs the model config whose encoder to train")
@@ -103,7 +105,7 @@ def train_reference(images: torch.Tensor, target: np.ndarray, settings: Referenc
         opt, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / settings.steps)))
     gen = torch.Generator().manual_seed(seed)
     model.train()
-    for step in range(settings.steps):
+    for step in tqdm(range(settings.steps), desc=f"supervised reference, seed {seed}", disable=not progress):
         idx = torch.randint(0, len(y), (settings.batch_size,), generator=gen)
         batch = images[idx]
         flip = torch.rand(len(idx), generator=gen) < 0.5
@@ -125,7 +127,8 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> np
 
 
 def supervised_reference(images: torch.Tensor, labels: dict[str, np.ndarray], settings: ReferenceSettings,
-                         seeds: tuple[int, ...] = (0, 1, 2), cfg: ModelConfig | None = None) -> list[GroupScores]:
+                         seeds: tuple[int, ...] = (0, 1, 2), cfg: ModelConfig | None = None,
+                         progress: bool = False) -> list[GroupScores]:
     """For each seed: a random half of the test split to train on, the other half to score. images (N, 3, S, S) in
     [-0.5, 0.5]; labels: "label", "place", "group" arrays (N,) of the same images. Returns the scores of the
     target (`settings.target`) on the scoring half per seed; the groups are the usual (bird, background) ones."""
@@ -133,6 +136,6 @@ def supervised_reference(images: torch.Tensor, labels: dict[str, np.ndarray], se
     scores = []
     for seed in seeds:
         fit, score = split_in_halves(len(target), seed)
-        model = train_reference(images[fit], target[fit], settings, seed, cfg)
+        model = train_reference(images[fit], target[fit], settings, seed, cfg, progress)
         scores.append(group_accuracies(predict(model, images[score]), target[score], groups[score], groups[fit]))
     return scores

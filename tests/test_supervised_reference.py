@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from recipes_loader import load_tool
 
 from hrssm.config import ModelConfig
 from hrssm.supervised_reference import ReferenceSettings, predict, split_in_halves, train_reference
-from recipes_loader import load_tool
 
 
 def test_halves_are_disjoint_and_cover_every_image():

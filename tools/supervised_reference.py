@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     images = preprocess(ds["image"], **pp)  # (N, 3, S, S) in [-0.5, 0.5]
     labels = {key: np.asarray(ds[key], dtype=np.int64) for key in ("label", "place", "group")}
     print(f"training {args.seeds} x {network} at {size} px for {args.steps} steps on half of {len(ds)} test images")
-    scores = supervised_reference(images, labels, settings, tuple(range(args.seeds)), cfg)
+    scores = supervised_reference(images, labels, settings, tuple(range(args.seeds)), cfg, progress=True)
     result = {"network": network, "arch": args.arch, "image_size": size, "steps": args.steps,
               "batch_size": args.batch_size, "lr": args.lr, "target": args.target, "data": args.data,
               "config": args.config if cfg is not None else None, "overrides": overrides,
