@@ -112,7 +112,8 @@ def train_reference(images: torch.Tensor, target: np.ndarray, settings: Referenc
         batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
         loss = F.cross_entropy(model(batch), y[idx], weight=weight)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"supervised reference loss is {loss.item()} at step {step}; lower the lr")
+            raise FloatingPointError(f"supervised reference loss is {loss.item()} at step {step}; lower the learning "
+                                     "rate (--lr)")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -78,3 +78,9 @@ def test_tool_trains_the_configs_encoder_at_its_image_size(synthetic_disk, tmp_p
     assert tool.main(["--data", str(synthetic_disk), "--arch", "cnn", "--model.image_size", "64"]) == 2
     assert "are for --arch encoder" in capsys.readouterr().err
     assert tool.main(["--data", str(synthetic_disk), "--model.no_such_key", "1"]) == 2
+
+
+def test_a_non_finite_loss_stops_training_and_says_what_to_do():
+    images = torch.full((4, 3, 16, 16), float("nan"))
+    with pytest.raises(FloatingPointError, match="at step 0; lower the learning rate"):
+        train_reference(images, np.array([0, 1, 0, 1]), ReferenceSettings(arch="cnn", steps=3, batch_size=2), seed=0)
