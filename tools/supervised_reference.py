@@ -24,11 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from hrssm.cli import cli_main
+from hrssm.commands import add_data_arguments
 
 
 def table(result: dict) -> str:
     """The result as a markdown table: one row, mean ± std over the seeds."""
     from hrssm.data.schema import GROUP_NAMES
+    from hrssm.evaluation import wilds_group_names
 
     runs = result["runs"]
 
@@ -36,7 +38,7 @@ def table(result: dict) -> str:
         values = [r[key] for r in runs]
         return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
-    groups = [k for k in runs[0] if k.startswith("acc_y:")]
+    groups = [f"acc_{name}" for name in wilds_group_names()]  # GroupScores.wilds' keys, in GROUP_NAMES' order
     header = "| network | input | steps | target | worst group | average | " + " | ".join(GROUP_NAMES) + " |"
     return "\n".join([header, "| --- " * (6 + len(groups)) + "|",
                       f"| {result['network']} | {result['image_size']} px | {result['steps']} | {result['target']} | "
@@ -47,8 +49,7 @@ def table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
-    p.add_argument("--data", required=True, help="Waterbirds source (hub id, save_to_disk dir, original folder)")
-    p.add_argument("--data-revision", default=None, help="the hub dataset's branch, tag or commit")
+    add_data_arguments(p)
     p.add_argument("--config", default="recipes/configs/demo.yaml",
                    help="training config whose encoder --arch encoder trains (its model.* keys)")
     p.add_argument("--arch", default="encoder", choices=("encoder", "cnn"))

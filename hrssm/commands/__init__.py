@@ -24,11 +24,16 @@ def model_and_data_parser(description: str | None) -> argparse.ArgumentParser:
                                 allow_abbrev=False)
     p.add_argument("--model", required=True, help="export folder, run folder or hub repo id")
     p.add_argument("--revision", default=None, help="the hub repo's branch, tag or commit (a repo id only)")
-    p.add_argument("--data", required=True, help="Waterbirds source (hub id, save_to_disk dir, original folder)")
-    p.add_argument("--data-revision", default=None, help="the hub dataset's branch, tag or commit")
+    add_data_arguments(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=128)
     return p
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """--data (a Waterbirds source) and --data-revision (the hub dataset's revision)."""
+    p.add_argument("--data", required=True, help="Waterbirds source (hub id, save_to_disk dir, original folder)")
+    p.add_argument("--data-revision", default=None, help="the hub dataset's branch, tag or commit")
 
 
 def local_export(model: str) -> Path | None:
