@@ -72,6 +72,7 @@ FEATURES = {
     "global": "[h, p(z)], the global level of the posterior: the latents without the local cells",
     "tokens": "the encoder's mean patch token",
 }
+FEATURE_SHORT_NAMES = {"latents": "latents", "global": "global latents", "tokens": "mean patch tokens"}  # for titles
 
 
 def check_features(features: str) -> str:

@@ -20,7 +20,7 @@ import torch
 from ._io import atomic_write_json, atomic_write_text
 from .data import GROUP_NAMES, SPLITS, load_waterbirds, preprocess
 from .data.contact_sheet import contact_sheet
-from .encoder import FEATURES, check_features
+from .encoder import FEATURE_SHORT_NAMES, FEATURES, check_features
 from .evaluation import (
     DFR_PROBE,
     PROBE_SEEDS,
@@ -124,8 +124,7 @@ def evaluate_model(model: WorldModel, data: str | os.PathLike, out_dir: str | os
     if pictures:
         progress("drawing the pictures")
         result.pictures = _pictures(model, splits["test"], feats[TRAINED]["test"], result.probes, out, latent_maps,
-                                    {"tokens": "mean patch tokens", "global": "global latents"}.get(features,
-                                                                                                   "latents"))
+                                    FEATURE_SHORT_NAMES[features])
     _write_results(out, result, report_intro or [], extra_json)
     for name in also:
         progress(f"the same probes and floors on {name!r}: {FEATURES[name]}")

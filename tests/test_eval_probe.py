@@ -9,12 +9,12 @@ from huggingface_hub import ModelCard
 from recipes_loader import load_recipe, load_tool
 
 from hrssm import ModelConfig, WorldModel, export
-from hrssm.data import load_waterbirds, preprocess
-from hrssm.encoder import FEATURES
+from hrssm.data import load_waterbirds, preprocess, synthetic
+from hrssm.encoder import FEATURE_SHORT_NAMES, FEATURES
 from hrssm.evaluation import DFR_C_GRID, DFR_PROBE, ERM_PROBE, PLACE_PROBE, PROBES, wilds_group_names
 from hrssm.latents import dataset_latents, with_features
 from hrssm.model_card import add_evaluation
-from hrssm.report import RANDOM_INIT, TRAINED, feature_sets, random_init_encoder
+from hrssm.report import RANDOM_INIT, TRAINED, feature_sets, pixels_name, random_init_encoder
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +100,7 @@ def test_each_feature_set_rebuilt_from_one_encoding_equals_encoding_it_directly(
     ds = load_waterbirds(synthetic_disk, "test").select(range(10))
     latents = dataset_latents(model, ds, progress=False)  # features="latents"
     assert latents["features"].shape[1] == model.rssm.feature_dim
+    assert set(FEATURE_SHORT_NAMES) == set(FEATURES)  # every feature set has its picture title
     for name in FEATURES:
         direct = model.encode(ds["image"], features=name).numpy()
         assert np.array_equal(with_features(latents, name)["features"], direct), name
@@ -180,3 +181,27 @@ def test_probe_parts_probes_each_part_of_the_features_beside_the_random_init(exp
     assert np.array_equal(tool.part_features(enc, "latents + tokens"), np.concatenate([latents, enc["tokens"]], 1))
     with pytest.raises(ValueError, match="without a local level has no s"):
         tool.part_features(enc, "s")
+
+
+def test_colour_vs_shape_splits_the_probe_by_palette_and_refuses_data_that_is_not_the_twin(
+        export_dir, synthetic_disk, tmp_path, capsys):
+    tool = load_tool("colour_vs_shape")
+    # planted: a colour reader is right on every own-palette bird and wrong on every other-palette one
+    label, group = np.array([0, 0, 1, 1, 0, 1, 0, 1]), np.array([0, 1, 2, 3, 0, 3, 1, 2])
+    own = np.array([True, True, True, True, False, False, True, True])
+    scores = tool.palette_scores(np.where(own, label, 1 - label), label, group, own)
+    assert scores == {"acc_wg": 0.5, "acc_own_palette": 1.0, "acc_other_palette": 0.0, "acc_wg_other_palette": 0.0}
+    assert tool.palette_scores(label, label, group, own)["acc_wg"] == 1.0
+
+    assert tool.main(["--model", str(export_dir), "--data", str(synthetic_disk), "--seeds", "2",
+                      "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "colour_vs_shape.json").read_text())
+    assert list(result["results"]) == [TRAINED, RANDOM_INIT, pixels_name()]
+    test_own = synthetic.own_palette("test", len(load_waterbirds(synthetic_disk, "test")), 0)
+    assert result["other_palette_share"] == pytest.approx((~test_own).mean())
+    for r in result["results"].values():
+        assert all(0 <= r[k] <= 1 for k in tool.KEYS) and r["seeds"] == 2
+    trained = result["results"]["trained"]
+    assert f"| trained | {trained['acc_wg']:.3f} ± {trained['acc_wg_std']:.3f} |" in capsys.readouterr().out
+    assert tool.main(["--model", str(export_dir), "--data", str(synthetic_disk), "--twin-seed", "1"]) == 2
+    assert "not the synthetic Waterbirds twin of seed 1" in capsys.readouterr().err

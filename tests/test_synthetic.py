@@ -93,3 +93,19 @@ def test_cli_writes_both_layouts_and_contact_sheet(tmp_path, capsys):
     assert Image.open(tmp_path / "sheet.png").size[1] == 4 * 96
     assert tool.main(args) == 2  # refuses to overwrite silently
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_own_palette_says_which_class_colours_each_bird_was_drawn_from():
+    def nearest_is_own(body, label):
+        own, other = ((synthetic._LANDBIRD_COLOURS, synthetic._WATERBIRD_COLOURS) if label == 0
+                      else (synthetic._WATERBIRD_COLOURS, synthetic._LANDBIRD_COLOURS))
+        dist = lambda palette: min(np.abs(np.subtract(body, c)).max() for c in palette)  # noqa: E731
+        return dist(own) < dist(other)
+
+    own = synthetic.own_palette("test", 60, seed=0)
+    assert 0.6 < own.mean() < 0.9 and own.dtype == bool  # ~75% of birds take their own class's colours
+    for k in range(60):
+        for label in (0, 1):  # the palette draw comes first, whatever the class
+            spec = synthetic.sample_bird(synthetic.example_rngs(0, "test", k)[0], label)
+            assert nearest_is_own(spec.body, label) == own[k], (k, label)
+    assert not np.array_equal(synthetic.own_palette("test", 60, seed=1), own)

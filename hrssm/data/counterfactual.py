@@ -35,13 +35,10 @@ def _jpeg_roundtrip(image: np.ndarray) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(synthetic.encode_jpeg(image))).convert("RGB"))
 
 
-def add_counterfactuals(ds, split: str, seed: int = 0, check_rows: int = 3):
-    """A copy of a synthetic Waterbirds split (`datasets.Dataset`, rows in generation order) with a `counterfactual`
-    image column: the same bird on a background of the other place. Raises CounterfactualError when the first
-    `check_rows` rows do not re-draw to the stored images."""
-    from datasets import Features
-    from datasets import Image as ImageFeature
-
+def check_is_twin(ds, split: str, seed: int = 0, check_rows: int = 3, need: str = "") -> int:
+    """The image side of `ds` (a split of the synthetic twin, rows in generation order) after checking that its
+    first `check_rows` rows re-draw to the stored images; else a CounterfactualError that ends with `need` (what
+    the caller needs the twin for, and what to do)."""
     if len(ds) == 0:
         raise CounterfactualError(f"the {split} split is empty")
     size = ds[0]["image"].size[0]
@@ -52,9 +49,22 @@ def add_counterfactuals(ds, split: str, seed: int = 0, check_rows: int = 3):
         if redrawn.shape != stored.shape or np.abs(redrawn.astype(int) - stored.astype(int)).mean() > 2.0:
             raise CounterfactualError(
                 f"row {k} of the {split} split is not the synthetic Waterbirds twin of seed {seed} at {size}x{size}: "
-                "counterfactual pairs need the synthetic set as generated (tools/make_synthetic_waterbirds.py, not "
-                "shuffled or resized; set data.synthetic_seed to its seed) or a dataset with its own "
-                "`counterfactual` column (see hrssm/data/counterfactual.py)")
+                + need)
+    return size
+
+
+def add_counterfactuals(ds, split: str, seed: int = 0, check_rows: int = 3):
+    """A copy of a synthetic Waterbirds split (`datasets.Dataset`, rows in generation order) with a `counterfactual`
+    image column: the same bird on a background of the other place. Raises CounterfactualError when the first
+    `check_rows` rows do not re-draw to the stored images."""
+    from datasets import Features
+    from datasets import Image as ImageFeature
+
+    size = check_is_twin(ds, split, seed, check_rows,
+                         need="counterfactual pairs need the synthetic set as generated (tools/"
+                              "make_synthetic_waterbirds.py, not shuffled or resized; set data.synthetic_seed to "
+                              "its seed) or a dataset with its own `counterfactual` column (see "
+                              "hrssm/data/counterfactual.py)")
 
     def pair(batch, indices):
         return {"counterfactual": [Image.fromarray(_jpeg_roundtrip(counterfactual_image(

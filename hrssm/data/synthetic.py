@@ -62,11 +62,19 @@ def _jitter(rng: np.random.Generator, colour, amount: float = 0.06) -> tuple[flo
     return tuple(float(v) for v in c)
 
 
+OWN_PALETTE_P = 0.75  # the share of birds coloured from their own class's palette; the rest take the other's
+
+
+def _draws_own_palette(rng: np.random.Generator) -> bool:
+    """The first draw of a bird's stream: its own class's colours, or the other class's."""
+    return bool(rng.random() < OWN_PALETTE_P)
+
+
 def sample_bird(rng: np.random.Generator, label: int) -> BirdSpec:
     """Draw the random attributes of a bird of class `label` (0 landbird, 1 waterbird)."""
     # Colours overlap between classes some of the time, so shape is what reliably separates them.
     own, other = (_LANDBIRD_COLOURS, _WATERBIRD_COLOURS) if label == 0 else (_WATERBIRD_COLOURS, _LANDBIRD_COLOURS)
-    palette = own if rng.random() < 0.75 else other
+    palette = own if _draws_own_palette(rng) else other
     body = _jitter(rng, palette[rng.integers(len(palette))])
     wing = _jitter(rng, tuple(v * rng.uniform(0.45, 0.8) for v in body))
     head = body if rng.random() < 0.6 else _jitter(rng, palette[rng.integers(len(palette))])
@@ -240,6 +248,12 @@ def example_rngs(seed: int, split: str, index: int) -> tuple[np.random.Generator
     """The independent (bird, background) random streams of image `index` of `split`."""
     key = [int(seed), _SPLIT_CODE[split], int(index)]
     return np.random.default_rng(key + [0]), np.random.default_rng(key + [1])
+
+
+def own_palette(split: str, count: int, seed: int = 0) -> np.ndarray:
+    """(count,) bool: whether bird k of `split` (rows in generation order, the twin of `seed`) is coloured from its
+    own class's palette (True, ~75%) or from the other class's (False): there only its shape tells its class."""
+    return np.array([_draws_own_palette(example_rngs(seed, split, k)[0]) for k in range(count)], dtype=bool)
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
