@@ -116,6 +116,25 @@ def group_accuracies(pred: np.ndarray, y: np.ndarray, groups: np.ndarray, train_
                        adjusted_average=m["adjusted_accuracy"], group_counts=m["group_counts"])
 
 
+PALETTE_KEYS = ("acc_wg", "acc_own_palette", "acc_other_palette", "acc_wg_other_palette")
+
+
+def palette_scores(pred: np.ndarray, y: np.ndarray, groups: np.ndarray, own: np.ndarray) -> dict[str, float]:
+    """Shape or colour? Accuracies of predictions `pred` (N,) on the synthetic twin split by which palette each bird
+    was coloured from (`own`, (N,) bool: `hrssm.data.synthetic.own_palette`): the worst group of all birds, the
+    accuracy on own-palette birds, on other-palette birds (only their shape tells their class), and the worst group
+    among other-palette birds (nan where there are none). A colour reader scores high on the first and below 0.5 on
+    the second."""
+    ok = np.asarray(pred) == np.asarray(y)
+    own = np.asarray(own, dtype=bool)
+    present = np.unique(groups)
+    return {"acc_wg": float(min(ok[groups == g].mean() for g in present)),
+            "acc_own_palette": float(ok[own].mean()) if own.any() else float("nan"),
+            "acc_other_palette": float(ok[~own].mean()) if (~own).any() else float("nan"),
+            "acc_wg_other_palette": float(min((ok[(groups == g) & ~own].mean() for g in present
+                                               if ((groups == g) & ~own).any()), default=float("nan")))}
+
+
 @dataclass
 class ProbeResult:
     """One probe's test scores, one `GroupScores` per probe seed; the properties are means over the seeds."""

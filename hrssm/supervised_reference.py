@@ -127,16 +127,26 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> np
     return torch.cat([model(images[i : i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)]).numpy()
 
 
+@dataclass
+class ReferenceRun:
+    """One seed of the supervised reference: its scores, and what it predicted for which images."""
+
+    scores: GroupScores  # of the target on the scoring half; the groups are the usual (bird, background) ones
+    scored: np.ndarray  # (M,) indices of the scored images (the half not trained on)
+    pred: np.ndarray  # (M,) the predicted classes of those images
+
+
 def supervised_reference(images: torch.Tensor, labels: dict[str, np.ndarray], settings: ReferenceSettings,
                          seeds: tuple[int, ...] = (0, 1, 2), cfg: ModelConfig | None = None,
-                         progress: bool = False) -> list[GroupScores]:
+                         progress: bool = False) -> list[ReferenceRun]:
     """For each seed: a random half of the test split to train on, the other half to score. images (N, 3, S, S) in
-    [-0.5, 0.5]; labels: "label", "place", "group" arrays (N,) of the same images. Returns the scores of the
-    target (`settings.target`) on the scoring half per seed; the groups are the usual (bird, background) ones."""
+    [-0.5, 0.5]; labels: "label", "place", "group" arrays (N,) of the same images. Returns one `ReferenceRun` per
+    seed."""
     target, groups = labels[settings.target], labels["group"]
-    scores = []
+    runs = []
     for seed in seeds:
         fit, score = split_in_halves(len(target), seed)
         model = train_reference(images[fit], target[fit], settings, seed, cfg, progress)
-        scores.append(group_accuracies(predict(model, images[score]), target[score], groups[score], groups[fit]))
-    return scores
+        pred = predict(model, images[score])
+        runs.append(ReferenceRun(group_accuracies(pred, target[score], groups[score], groups[fit]), score, pred))
+    return runs

@@ -11,7 +11,16 @@ from recipes_loader import load_recipe, load_tool
 from hrssm import ModelConfig, WorldModel, export
 from hrssm.data import load_waterbirds, preprocess, synthetic
 from hrssm.encoder import FEATURE_SHORT_NAMES, FEATURES
-from hrssm.evaluation import DFR_C_GRID, DFR_PROBE, ERM_PROBE, PLACE_PROBE, PROBES, wilds_group_names
+from hrssm.evaluation import (
+    DFR_C_GRID,
+    DFR_PROBE,
+    ERM_PROBE,
+    PALETTE_KEYS,
+    PLACE_PROBE,
+    PROBES,
+    palette_scores,
+    wilds_group_names,
+)
 from hrssm.latents import dataset_latents, with_features
 from hrssm.model_card import add_evaluation
 from hrssm.report import RANDOM_INIT, TRAINED, feature_sets, pixels_name, random_init_encoder
@@ -189,9 +198,10 @@ def test_colour_vs_shape_splits_the_probe_by_palette_and_refuses_data_that_is_no
     # planted: a colour reader is right on every own-palette bird and wrong on every other-palette one
     label, group = np.array([0, 0, 1, 1, 0, 1, 0, 1]), np.array([0, 1, 2, 3, 0, 3, 1, 2])
     own = np.array([True, True, True, True, False, False, True, True])
-    scores = tool.palette_scores(np.where(own, label, 1 - label), label, group, own)
+    scores = palette_scores(np.where(own, label, 1 - label), label, group, own)
     assert scores == {"acc_wg": 0.5, "acc_own_palette": 1.0, "acc_other_palette": 0.0, "acc_wg_other_palette": 0.0}
-    assert tool.palette_scores(label, label, group, own)["acc_wg"] == 1.0
+    assert palette_scores(label, label, group, own)["acc_wg"] == 1.0
+    assert np.isnan(palette_scores(label, label, group, np.ones(8, bool))["acc_other_palette"])
 
     assert tool.main(["--model", str(export_dir), "--data", str(synthetic_disk), "--seeds", "2",
                       "--out", str(tmp_path)]) == 0
@@ -200,7 +210,7 @@ def test_colour_vs_shape_splits_the_probe_by_palette_and_refuses_data_that_is_no
     test_own = synthetic.own_palette("test", len(load_waterbirds(synthetic_disk, "test")), 0)
     assert result["other_palette_share"] == pytest.approx((~test_own).mean())
     for r in result["results"].values():
-        assert all(0 <= r[k] <= 1 for k in tool.KEYS) and r["seeds"] == 2
+        assert all(0 <= r[k] <= 1 for k in PALETTE_KEYS) and r["seeds"] == 2
     trained = result["results"]["trained"]
     assert f"| trained | {trained['acc_wg']:.3f} ± {trained['acc_wg_std']:.3f} |" in capsys.readouterr().out
     assert tool.main(["--model", str(export_dir), "--data", str(synthetic_disk), "--twin-seed", "1"]) == 2

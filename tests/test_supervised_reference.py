@@ -9,6 +9,7 @@ import torch
 from recipes_loader import load_tool
 
 from hrssm.config import ModelConfig
+from hrssm.evaluation import PALETTE_KEYS
 from hrssm.supervised_reference import ReferenceSettings, predict, split_in_halves, train_reference
 
 
@@ -57,7 +58,7 @@ def test_tool_finds_the_background_and_writes_its_table(synthetic_disk, tmp_path
     result = json.loads((tmp_path / "supervised_reference.json").read_text())
     assert len(result["runs"]) == 2 and result["target"] == "place" and result["image_size"] == 32
     assert result["acc_wg"] == pytest.approx(np.mean([r["acc_wg"] for r in result["runs"]]))
-    assert np.mean([r["acc_avg"] for r in result["runs"]]) >= 0.9  # the background is easy to see
+    assert np.mean([r["acc_avg"] for r in result["runs"]]) >= 0.9 and "palette" not in result  # the background: easy
     assert f"| 4-layer CNN | 32 px | 40 | place | {result['acc_wg']:.3f} ± " in capsys.readouterr().out
 
 
@@ -67,6 +68,14 @@ def test_tool_trains_the_configs_encoder_at_its_image_size(synthetic_disk, tmp_p
                       "--batch-size", "8", "--seeds", "1", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "supervised_reference.json").read_text())
     assert result["arch"] == "encoder" and result["image_size"] == 32 and "demo's encoder" in result["network"]
+    # the synthetic twin: the bird's accuracy split by palette too, on the same scored half
+    assert len(result["palette"]) == 1 and set(result["palette"][0]) == set(PALETTE_KEYS)
+    assert result["palette"][0]["acc_wg"] == result["runs"][0]["acc_wg"]
+    assert "| own-palette birds | other-palette birds (" in capsys.readouterr().out
+    assert tool.main(["--data", str(synthetic_disk), "--config", "recipes/configs/demo.yaml", "--steps", "1",
+                      "--batch-size", "4", "--seeds", "1", "--out", str(tmp_path), "--twin-seed", "1"]) == 0
+    assert "palette" not in json.loads((tmp_path / "supervised_reference.json").read_text())
+    assert "(not the synthetic twin of seed 1: no palette split)" in capsys.readouterr().out
     assert tool.main(["--data", str(synthetic_disk), "--image-size", "64", "--out", str(tmp_path)]) == 2
     assert "--image-size is for --arch cnn" in capsys.readouterr().err
     # config overrides, as hrssm-train takes them: the encoder at another input size and patch size

@@ -24,26 +24,12 @@ import numpy as np
 from hrssm.cli import cli_main
 from hrssm.commands import default_output_dir, local_export, model_and_data_parser
 
-KEYS = ("acc_wg", "acc_own_palette", "acc_other_palette", "acc_wg_other_palette")
-
-
-def palette_scores(pred: np.ndarray, label: np.ndarray, group: np.ndarray, own: np.ndarray) -> dict[str, float]:
-    """Accuracies of predictions `pred` (N,) split by palette: all birds' worst group, own-palette birds, other-palette
-    birds, and the worst group among other-palette birds. label, group, own: (N,)."""
-    ok = pred == label
-    groups = np.unique(group)
-    return {"acc_wg": float(min(ok[group == g].mean() for g in groups)),
-            "acc_own_palette": float(ok[own].mean()) if own.any() else np.nan,
-            "acc_other_palette": float(ok[~own].mean()) if (~own).any() else np.nan,
-            "acc_wg_other_palette": float(min((ok[(group == g) & ~own].mean() for g in groups
-                                               if ((group == g) & ~own).any()), default=np.nan))}
-
 
 def colour_vs_shape(feats: dict[str, dict[str, dict[str, np.ndarray]]], own_test: np.ndarray,
                     seeds: tuple[int, ...]) -> dict[str, dict[str, float]]:
     """{feature set: {key: mean, key_std: std over seeds}} for every feature set of `feats` (`report.feature_sets`
     output), from the DFR probe of each probe seed; own_test: (N_test,) bool, `own_palette` of the test rows."""
-    from hrssm.evaluation import dfr_probe
+    from hrssm.evaluation import PALETTE_KEYS, dfr_probe, palette_scores
 
     out = {}
     for name, splits in feats.items():
@@ -52,16 +38,18 @@ def colour_vs_shape(feats: dict[str, dict[str, dict[str, np.ndarray]]], own_test
             probe = dfr_probe(splits["train"], splits["validation"], splits["test"], seeds=(seed,)).probe
             test = splits["test"]
             runs.append(palette_scores(probe.predict(test["features"]), test["label"], test["group"], own_test))
-        out[name] = {**{k: float(np.mean([r[k] for r in runs])) for k in KEYS},
-                     **{f"{k}_std": float(np.std([r[k] for r in runs])) for k in KEYS}, "seeds": len(seeds)}
+        out[name] = {**{k: float(np.mean([r[k] for r in runs])) for k in PALETTE_KEYS},
+                     **{f"{k}_std": float(np.std([r[k] for r in runs])) for k in PALETTE_KEYS}, "seeds": len(seeds)}
     return out
 
 
 def table(result: dict[str, dict[str, float]], other_share: float) -> str:
+    from hrssm.evaluation import PALETTE_KEYS
+
     lines = ["| features | bird DFR: worst group | own-palette birds | other-palette birds "
              f"({other_share:.0%} of test) | other-palette birds: worst group |", "| --- | --- | --- | --- | --- |"]
     for name, r in result.items():
-        lines.append(f"| {name} | " + " | ".join(f"{r[k]:.3f} ± {r[k + '_std']:.3f}" for k in KEYS) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{r[k]:.3f} ± {r[k + '_std']:.3f}" for k in PALETTE_KEYS) + " |")
     return "\n".join(lines)
 
 
