@@ -214,4 +214,5 @@ def test_colour_vs_shape_splits_the_probe_by_palette_and_refuses_data_that_is_no
     trained = result["results"]["trained"]
     assert f"| trained | {trained['acc_wg']:.3f} ± {trained['acc_wg_std']:.3f} |" in capsys.readouterr().out
     assert tool.main(["--model", str(export_dir), "--data", str(synthetic_disk), "--twin-seed", "1"]) == 2
-    assert "not the synthetic Waterbirds twin of seed 1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not the synthetic Waterbirds twin of seed 1" in err and "--twin-seed SEED" in err  # says what to do

@@ -67,17 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     import hrssm
     from hrssm._io import atomic_write_json
     from hrssm.data import SPLITS, load_waterbirds
-    from hrssm.data.counterfactual import check_is_twin
-    from hrssm.data.synthetic import own_palette
+    from hrssm.data.counterfactual import twin_palettes
     from hrssm.encoder import check_features
     from hrssm.report import feature_sets
 
     check_features(args.features)
-    raw_test = load_waterbirds(args.data, "test", revision=args.data_revision)
-    check_is_twin(raw_test, "test", args.twin_seed, need="the palettes are known only for the synthetic twin as "
-                  "generated (tools/make_synthetic_waterbirds.py, not shuffled or resized; --twin-seed SEED if it "
-                  "was made with another seed); the real Waterbirds has none")
-    own = own_palette("test", len(raw_test), args.twin_seed)
+    own = twin_palettes(load_waterbirds(args.data, "test", revision=args.data_revision), "test", args.twin_seed)
     model = hrssm.load(args.model, device=args.device, revision=args.revision)
     splits = {s: load_waterbirds(args.data, s, revision=args.data_revision, **model.cfg.preprocessing())
               for s in SPLITS}

@@ -50,16 +50,13 @@ def table(result: dict) -> str:
 def twin_palettes(data: str, revision: str | None, seed: int) -> np.ndarray | None:
     """`own_palette` of the test rows when `data` is the synthetic twin of `seed` as generated, else None."""
     from hrssm.data import load_waterbirds
-    from hrssm.data.counterfactual import CounterfactualError, check_is_twin
-    from hrssm.data.synthetic import own_palette
+    from hrssm.data.counterfactual import CounterfactualError, twin_palettes
 
-    test = load_waterbirds(data, "test", revision=revision)
     try:
-        check_is_twin(test, "test", seed)
+        return twin_palettes(load_waterbirds(data, "test", revision=revision), "test", seed)
     except CounterfactualError:
         print(f"(not the synthetic twin of seed {seed}: no palette split)")
         return None
-    return own_palette("test", len(test), seed)
 
 
 def palette_table(runs: list[dict[str, float]], other_share: float) -> str:

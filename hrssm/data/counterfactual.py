@@ -35,7 +35,7 @@ def _jpeg_roundtrip(image: np.ndarray) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(synthetic.encode_jpeg(image))).convert("RGB"))
 
 
-def check_is_twin(ds, split: str, seed: int = 0, check_rows: int = 3, need: str = "") -> int:
+def check_is_twin(ds, split: str, seed: int = 0, check_rows: int = 3, *, need: str) -> int:
     """The image side of `ds` (a split of the synthetic twin, rows in generation order) after checking that its
     first `check_rows` rows re-draw to the stored images; else a CounterfactualError that ends with `need` (what
     the caller needs the twin for, and what to do)."""
@@ -51,6 +51,15 @@ def check_is_twin(ds, split: str, seed: int = 0, check_rows: int = 3, need: str 
                 f"row {k} of the {split} split is not the synthetic Waterbirds twin of seed {seed} at {size}x{size}: "
                 + need)
     return size
+
+
+def twin_palettes(ds, split: str, seed: int = 0) -> np.ndarray:
+    """`synthetic.own_palette` of every row of `ds`, a split of the synthetic twin of `seed` as generated (checked:
+    else a CounterfactualError); (N,) bool, True where the bird wears its own class's colours."""
+    check_is_twin(ds, split, seed, need="the palettes are known only for the synthetic twin as generated "
+                  "(tools/make_synthetic_waterbirds.py, not shuffled or resized; --twin-seed SEED if it was made "
+                  "with another seed); the real Waterbirds has none")
+    return synthetic.own_palette(split, len(ds), seed)
 
 
 def add_counterfactuals(ds, split: str, seed: int = 0, check_rows: int = 3):
