@@ -47,6 +47,8 @@ def test_a_study_trains_evaluates_writes_and_reuses_its_runs(synthetic_disk, tmp
         assert row["reconstruction"]["seam_ratio"] > 0
         assert row["probes"][studies.DFR]["seeds"] == 2
     assert "*floor: raw pixels (32x32)*" in table
+    progress = [line.strip() for line in printed.splitlines() if line.startswith("   ")]
+    assert len(progress) == 4 and all(f"| {cells} |" in table for cells in progress)  # the margin too: same floors
     assert (tmp_path / "docs" / "vae_baseline.png").stat().st_size > 1000
     for row in rows:  # world models also probe the encoder's mean token, beside its random init; VAEs have none
         if row["name"].startswith("vae"):

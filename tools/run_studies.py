@@ -124,9 +124,10 @@ STUDIES: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def run_variant(name: str, args) -> dict:
+def run_variant(name: str, args, pixels: dict) -> dict:
     """Train (or reuse) one variant and evaluate it beside its random-init floor; the row is cached in
-    <runs>/<name>/study.json. A world-model row of another evaluation protocol is re-evaluated from its export."""
+    <runs>/<name>/study.json. A world-model row of another evaluation protocol is re-evaluated from its export.
+    pixels: `pixel_row`, for the margin in the progress line."""
     label, overrides, kind = VARIANTS[name]
     run_dir = Path(args.runs) / name
     spec = {"overrides": overrides, "kind": kind, "steps": args.steps, "data": str(args.data),
@@ -145,7 +146,7 @@ def run_variant(name: str, args) -> dict:
             row.update(_evaluate_world_model(model, _splits(args.data, model.cfg.image_size), args), spec=spec,
                        label=label)
             atomic_write_json(cache, row)
-            print(f"   {_cells(row)}", flush=True)
+            print(f"   {_cells(row, pixels)}", flush=True)
             return row
     from hrssm.evaluation import standard_probes
     from hrssm.train_config import TrainConfig
@@ -184,7 +185,7 @@ def run_variant(name: str, args) -> dict:
                    random_init={k: v.to_dict() for k, v in probes["random init"].items()})
     row.update(kl_global_raw=metrics.get("kl_global_raw"), kl_local_raw=metrics.get("kl_local_raw"))
     atomic_write_json(cache, row)
-    print(f"   {_cells(row)}", flush=True)
+    print(f"   {_cells(row, pixels)}", flush=True)
     return row
 
 
@@ -282,9 +283,10 @@ def _pm(probe: dict) -> str:
     return f"{probe['acc_wg']:.3f} ± {probe['acc_wg_std']:.3f}"
 
 
-def _cells(row: dict, pixels: dict | None = None) -> str:
+def _cells(row: dict, pixels: dict) -> str:
+    """A row's table cells; its margin is over the best of its random init and the raw-pixel floor (`pixel_row`)."""
     r, p, f = row["reconstruction"], row["probes"], row["random_init"]
-    floor = max(f[DFR]["acc_wg"], pixels["probes"][DFR]["acc_wg"] if pixels else 0.0)
+    floor = max(f[DFR]["acc_wg"], pixels["probes"][DFR]["acc_wg"])
     return " | ".join([
         _fmt(r.get("recon_std_ratio"), ".2f"), _fmt(r.get("psnr_gain"), ".2f"), _fmt(r.get("seam_ratio"), ".2f"),
         _fmt(row["kl_global_raw"], ".2f"), _fmt(row["kl_local_raw"], ".1f"),
@@ -377,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python tools/run_studies.py" + (f" --steps {args.steps}" if args.steps != 1200 else "")
     pixels = pixel_row(args)
     for study in studies:
-        rows = [run_variant(v, args) for v in STUDIES[study][1]]
+        rows = [run_variant(v, args, pixels) for v in STUDIES[study][1]]
         write_study(study, rows, pixels, Path(args.out), command + f" --study {study}")
         print(f"wrote {Path(args.out) / study}.md", flush=True)
     return 0
