@@ -135,6 +135,18 @@ def palette_scores(pred: np.ndarray, y: np.ndarray, groups: np.ndarray, own: np.
                                                if ((groups == g) & ~own).any()), default=float("nan")))}
 
 
+def palette_table(rows: dict[str, list[dict[str, float]]], other_share: float) -> str:
+    """Markdown table of `palette_scores`, one row per name, mean ± std over its runs (probe seeds or networks);
+    other_share: the share of other-palette birds among the scored images."""
+    def pm(runs: list[dict[str, float]], key: str) -> str:
+        return f"{np.mean([r[key] for r in runs]):.3f} ± {np.std([r[key] for r in runs]):.3f}"
+
+    lines = ["| features | bird: worst group | own-palette birds | other-palette birds "
+             f"({other_share:.0%} of test) | other-palette birds: worst group |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {name} | " + " | ".join(pm(runs, k) for k in PALETTE_KEYS) + " |" for name, runs in rows.items()]
+    return "\n".join(lines)
+
+
 @dataclass
 class ProbeResult:
     """One probe's test scores, one `GroupScores` per probe seed; the properties are means over the seeds."""

@@ -26,31 +26,26 @@ from hrssm.commands import default_output_dir, local_export, model_and_data_pars
 
 
 def colour_vs_shape(feats: dict[str, dict[str, dict[str, np.ndarray]]], own_test: np.ndarray,
-                    seeds: tuple[int, ...]) -> dict[str, dict[str, float]]:
-    """{feature set: {key: mean, key_std: std over seeds}} for every feature set of `feats` (`report.feature_sets`
+                    seeds: tuple[int, ...]) -> dict[str, list[dict[str, float]]]:
+    """{feature set: [`palette_scores` per probe seed]} for every feature set of `feats` (`report.feature_sets`
     output), from the DFR probe of each probe seed; own_test: (N_test,) bool, `own_palette` of the test rows."""
-    from hrssm.evaluation import PALETTE_KEYS, dfr_probe, palette_scores
+    from hrssm.evaluation import dfr_probe, palette_scores
 
     out = {}
     for name, splits in feats.items():
-        runs = []
-        for seed in seeds:
-            probe = dfr_probe(splits["train"], splits["validation"], splits["test"], seeds=(seed,)).probe
-            test = splits["test"]
-            runs.append(palette_scores(probe.predict(test["features"]), test["label"], test["group"], own_test))
-        out[name] = {**{k: float(np.mean([r[k] for r in runs])) for k in PALETTE_KEYS},
-                     **{f"{k}_std": float(np.std([r[k] for r in runs])) for k in PALETTE_KEYS}, "seeds": len(seeds)}
+        test = splits["test"]
+        out[name] = [palette_scores(dfr_probe(splits["train"], splits["validation"], test, seeds=(seed,)).probe
+                                    .predict(test["features"]), test["label"], test["group"], own_test)
+                     for seed in seeds]
     return out
 
 
-def table(result: dict[str, dict[str, float]], other_share: float) -> str:
+def summary(runs: list[dict[str, float]]) -> dict[str, float]:
+    """{key: mean, key_std: std over the runs, seeds: how many}."""
     from hrssm.evaluation import PALETTE_KEYS
 
-    lines = ["| features | bird DFR: worst group | own-palette birds | other-palette birds "
-             f"({other_share:.0%} of test) | other-palette birds: worst group |", "| --- | --- | --- | --- | --- |"]
-    for name, r in result.items():
-        lines.append(f"| {name} | " + " | ".join(f"{r[k]:.3f} ± {r[k + '_std']:.3f}" for k in PALETTE_KEYS) + " |")
-    return "\n".join(lines)
+    return {**{k: float(np.mean([r[k] for r in runs])) for k in PALETTE_KEYS},
+            **{f"{k}_std": float(np.std([r[k] for r in runs])) for k in PALETTE_KEYS}, "seeds": len(runs)}
 
 
 @cli_main
@@ -69,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from hrssm.data import SPLITS, load_waterbirds
     from hrssm.data.counterfactual import twin_palettes
     from hrssm.encoder import check_features
+    from hrssm.evaluation import palette_table
     from hrssm.report import feature_sets
 
     check_features(args.features)
@@ -77,10 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     splits = {s: load_waterbirds(args.data, s, revision=args.data_revision, **model.cfg.preprocessing())
               for s in SPLITS}
     feats = feature_sets(model, splits, args.batch_size, progress=False, features=args.features)
-    result = colour_vs_shape(feats, own, tuple(range(args.seeds)))
-    print(table(result, float((~own).mean())))
+    runs = colour_vs_shape(feats, own, tuple(range(args.seeds)))
+    other_share = float((~own).mean())
+    print(palette_table(runs, other_share))
     out = Path(args.out) if args.out else default_output_dir(args.model, local_export(args.model), "eval_colour")
-    payload = {"features": args.features, "other_palette_share": float((~own).mean()), "results": result}
+    payload = {"features": args.features, "other_palette_share": other_share,
+               "results": {name: summary(r) for name, r in runs.items()}}
     print(f"wrote {atomic_write_json(out / 'colour_vs_shape.json', payload)}")
     return 0
 

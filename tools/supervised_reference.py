@@ -59,18 +59,6 @@ def twin_palettes(data: str, revision: str | None, seed: int) -> np.ndarray | No
         return None
 
 
-def palette_table(runs: list[dict[str, float]], other_share: float) -> str:
-    """The bird's scores split by palette (`hrssm.evaluation.palette_scores` per seed), mean ± std over seeds."""
-    from hrssm.evaluation import PALETTE_KEYS
-
-    def pm(key: str) -> str:
-        return f"{np.mean([r[key] for r in runs]):.3f} ± {np.std([r[key] for r in runs]):.3f}"
-
-    return "\n".join(["| worst group | own-palette birds | other-palette birds "
-                      f"({other_share:.0%} of test) | other-palette birds: worst group |", "| --- " * 4 + "|",
-                      "| " + " | ".join(pm(k) for k in PALETTE_KEYS) + " |"])
-
-
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -127,11 +115,11 @@ def main(argv: list[str] | None = None) -> int:
               "acc_wg_std": float(np.std([r.scores.worst_group for r in runs]))}
     print(table(result))
     if own is not None:
-        from hrssm.evaluation import palette_scores
+        from hrssm.evaluation import palette_scores, palette_table
 
         result["palette"] = [palette_scores(r.pred, labels["label"][r.scored], labels["group"][r.scored],
                                             own[r.scored]) for r in runs]
-        print(palette_table(result["palette"], float((~own).mean())))
+        print(palette_table({network: result["palette"]}, float((~own).mean())))
     print(f"wrote {atomic_write_json(Path(args.out) / 'supervised_reference.json', result)}")
     return 0
 
