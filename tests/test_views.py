@@ -4,6 +4,7 @@ import torch
 
 from hrssm.data import ViewCollator, ViewConfig, load_waterbirds, make_views
 from hrssm.data.views import augment, reference_augment, views_from_base
+from hrssm.errors import ConfigError
 
 
 @pytest.fixture
@@ -114,12 +115,13 @@ def test_augment_equals_its_grid_sample_definition(size, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
-def test_grayscale_and_paste_equal_their_definition(dtype):
+@pytest.mark.parametrize("hue", [0.0, 0.3])
+def test_grayscale_paste_and_hue_equal_their_definition(dtype, hue):
     gen = torch.Generator().manual_seed(3)
     u8 = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8, generator=gen)
     cfg = ViewConfig(num_views=3, crop_scale=(0.3, 1.0), brightness=0.4, contrast=0.4, saturation=0.4, grayscale=0.5,
-                     paste=0.7)
-    u = torch.rand(4, 3, 12, generator=gen)
+                     paste=0.7, hue=hue)
+    u = torch.rand(4, 3, 13, generator=gen)
     want = reference_augment(u8.float() / 255 - 0.5, u, cfg)
     got = augment(u8 if dtype == torch.uint8 else u8.float() / 255 - 0.5, u, cfg)
     assert (got - want).abs().max() < 1e-4
@@ -134,6 +136,23 @@ def test_grayscale_turns_exactly_the_chosen_views_gray(images):
     assert (views[:, 1].amax(1) - views[:, 1].amin(1)).abs().max() > 0.1
     colour = augment(images, u[..., :8], cfg)  # without the extra uniforms: no grayscale, the same crop and jitter
     assert torch.allclose(colour[:, 1], views[:, 1], atol=1e-6)
+
+
+def test_hue_turns_colours_about_the_gray_axis(images):
+    cfg = ViewConfig(num_views=2, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False, brightness=0,
+                     contrast=0, saturation=0, hue=0.5)
+    u = torch.full((3, 2, 13), 0.5)
+    u[:, 0, 12] = 5 / 6  # (2u - 1) x 0.5 = a third of a turn: red -> green -> blue -> red
+    views = augment(images, u, cfg)
+    torch.testing.assert_close(views[:, 0], images.roll(1, dims=1), atol=1e-5, rtol=0)  # (R, G, B) <- (B, R, G)
+    torch.testing.assert_close(views[:, 1], images, atol=1e-5, rtol=0)  # u = 0.5: no turn
+    gray = images.mean(1, keepdim=True).expand_as(images)
+    torch.testing.assert_close(augment(gray, torch.rand(3, 2, 13), cfg), gray[:, None].expand(3, 2, 3, 16, 16),
+                               atol=1e-5, rtol=0)  # gray stays gray at any turn
+    assert torch.equal(augment(images, u[..., :12], cfg), augment(images, u[..., :12], ViewConfig(
+        **{**cfg.to_dict(), "hue": 0.0})))  # without the 13th uniform: no turn
+    with pytest.raises(ConfigError, match="views.hue"):
+        ViewConfig(hue=0.7)
 
 
 def test_paste_keeps_the_centre_and_takes_another_images_background():
@@ -153,13 +172,14 @@ def test_paste_keeps_the_centre_and_takes_another_images_background():
     assert torch.allclose(augment(images, u, half), images[:, None].expand(3, 2, 3, 32, 32), atol=1e-5)
 
 
-def test_view_uniforms_keep_the_first_eight_of_every_key():
+def test_view_uniforms_keep_the_earlier_uniforms_of_every_key():
     from hrssm.data.views import view_uniforms
 
     u = view_uniforms([(0, 1, 7)], 3)
-    assert u.shape == (1, 3, 12)
-    first = np.random.default_rng([0, 1, 7]).random((3, 8))
-    assert torch.equal(u[0, :, :8], torch.from_numpy(first).float())
+    assert u.shape == (1, 3, 13)
+    rng = np.random.default_rng([0, 1, 7])
+    first, extra = rng.random((3, 8)), rng.random((3, 4))  # the stream as it was before the hue's uniform
+    assert torch.equal(u[0, :, :12], torch.from_numpy(np.concatenate([first, extra], 1)).float())
 
 
 def test_augment_does_not_depend_on_how_views_are_chunked():

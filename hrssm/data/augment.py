@@ -9,7 +9,9 @@ scales, contrast pulls towards the view's mean and saturation towards each pixel
 Two optional steps use 4 more uniforms per view (``u`` of shape (B, T, 12)): ``grayscale`` (u[8] < p: the view is
 turned to its luma, i.e. saturation 0) and ``paste`` (u[9] < p: the view's centre disk, radius ``paste_radius`` of the
 half side, shifted by u[10], u[11], is pasted onto view t of another image of the batch, image i - t - 1: the
-object stays, the background around it changes; `paste_backgrounds`).
+object stays, the background around it changes; `paste_backgrounds`). A 13th, u[12], draws the ``hue`` rotation: the
+colours turned about the gray axis by (2 u[12] - 1) x hue of a full turn, before the brightness step (gray stays
+gray, so it commutes with the gray offsets of brightness and contrast and folds into the colour matrix).
 
 `augment` makes the same views (to ~1e-4) an order of magnitude faster per CPU core, on any device:
 
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
 
 N_PARAMS = 8  # uniforms per view: area, log-ratio, x, y, flip, brightness, contrast, saturation
 N_EXTRA = 4  # more uniforms per view, drawn after those 8: grayscale, paste, paste shift x, paste shift y
+HUE = N_PARAMS + N_EXTRA  # the 13th uniform, drawn after those 12: the hue rotation
+N_UNIFORMS = HUE + 1
 PASTE_SHIFT_X, PASTE_SHIFT_Y = (-0.1, 0.1), (-0.05, 0.15)  # where the pasted disk's centre goes, in [-1, 1] units
 PASTE_EDGE = 40.0  # the disk's soft edge: sigmoid((radius - distance) * PASTE_EDGE)
 LUMA = (0.299, 0.587, 0.114)  # sums to 1: the luma of a grey pixel is its value
@@ -106,7 +110,19 @@ def colour_transform(u: torch.Tensor, cfg: ViewConfig, scale: float, offset: flo
     luma = u.new_tensor(LUMA).expand(3, 3)  # every row: the luma weights
     bc = (scale * b * c)[:, None, None]
     matrix = bc * (s[:, None, None] * eye + (1 - s)[:, None, None] * luma)
+    if u.shape[-1] > HUE and cfg.hue > 0:
+        matrix = matrix @ hue_rotation(u[:, HUE], cfg.hue)
     return matrix, scale * b * (1 - c), b * offset - 0.5
+
+
+def hue_rotation(u: torch.Tensor, hue: float) -> torch.Tensor:
+    """(V, 3, 3) rotations of RGB about the gray axis (1, 1, 1) by (2 u - 1) x hue of a full turn, for uniforms u
+    (V,) (Rodrigues' formula): a hue shift that keeps gray pixels, and the distance of every colour to gray."""
+    angle = (2 * u - 1) * hue * 2 * math.pi
+    cos, sin = angle.cos()[:, None, None], angle.sin()[:, None, None]
+    axis = u.new_full((3,), 3 ** -0.5)
+    cross = u.new_tensor([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]]) * 3 ** -0.5  # [axis]_x
+    return cos * torch.eye(3, device=u.device, dtype=u.dtype) + (1 - cos) * torch.outer(axis, axis) + sin * cross
 
 
 def augment(images: torch.Tensor, u: torch.Tensor, cfg: ViewConfig, chunk: int | None = None) -> torch.Tensor:
@@ -165,9 +181,10 @@ def augment(images: torch.Tensor, u: torch.Tensor, cfg: ViewConfig, chunk: int |
 
 
 def _check_uniforms(u: torch.Tensor, batch: int) -> None:
-    if u.ndim != 3 or u.shape[2] not in (N_PARAMS, N_PARAMS + N_EXTRA) or u.shape[0] != batch:
-        raise ValueError(f"u must be (B, T, {N_PARAMS + N_EXTRA}) uniforms for B = {batch} images (or (B, T, "
-                         f"{N_PARAMS}) without grayscale / paste), got shape {tuple(u.shape)}; make them with "
+    if u.ndim != 3 or u.shape[2] not in (N_PARAMS, N_PARAMS + N_EXTRA, N_UNIFORMS) or u.shape[0] != batch:
+        raise ValueError(f"u must be (B, T, {N_UNIFORMS}) uniforms for B = {batch} images (or (B, T, "
+                         f"{N_PARAMS + N_EXTRA}) without hue, (B, T, {N_PARAMS}) without grayscale / paste / hue), got "
+                         f"shape {tuple(u.shape)}; make them with "
                          "hrssm.data.views.view_uniforms(keys, num_views)")
 
 
@@ -191,8 +208,8 @@ def paste_backgrounds(views: torch.Tensor, u: torch.Tensor, cfg: ViewConfig) -> 
 
 def reference_augment(images: torch.Tensor, u: torch.Tensor, cfg: ViewConfig) -> torch.Tensor:
     """The definition of `augment` (its first implementation, ~10x slower per CPU core): one `grid_sample` of every
-    view, then the jitter step by step (then grayscale and paste). images (B, 3, H, W) float in [-0.5, 0.5]; u (B, T,
-    12) or (B, T, 8) -> (B, T, 3, H, W)."""
+    view, then the hue turn and the jitter step by step (then grayscale and paste). images (B, 3, H, W) float in
+    [-0.5, 0.5]; u (B, T, 13), (B, T, 12) or (B, T, 8) -> (B, T, 3, H, W)."""
     _check_uniforms(u, images.shape[0])
     b, t = u.shape[:2]
     _, c, h, w = images.shape
@@ -214,6 +231,8 @@ def reference_augment(images: torch.Tensor, u: torch.Tensor, cfg: ViewConfig) ->
     out = F.grid_sample(src, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
     x = (out + 0.5).reshape(b, t, c, h, w)  # colour jitter in [0, 1]
+    if u.shape[-1] > HUE and cfg.hue > 0:
+        x = torch.einsum("btij,btjhw->btihw", hue_rotation(u[..., HUE].flatten(), cfg.hue).view(b, t, 3, 3), x)
 
     def factor(k: int, amount: float) -> torch.Tensor:
         return (1 + amount * (2 * u[..., k] - 1))[..., None, None, None]

@@ -47,6 +47,7 @@ class ViewConfig(Config):
     contrast: float = 0.1  # contrast factor drawn from [1 - c, 1 + c]
     saturation: float = 0.1  # saturation factor drawn from [1 - s, 1 + s]
     grayscale: float = 0.0  # probability that a view is turned to gray (colour alone cannot match its views)
+    hue: float = 0.0  # hue turned about the gray axis by up to this fraction of a full turn either way (SimCLR: 0.1)
     # probability that a view's centre disk (the object) is pasted onto another image's view (a new background)
     paste: float = 0.0
     paste_radius: float = 0.55  # radius of the pasted disk, a fraction of the half side (0.55: 55% of the width)
@@ -55,6 +56,7 @@ class ViewConfig(Config):
         self.check(integer, "num_views", "action_dim")
         self.check(number, "brightness", "contrast", "saturation", high=1)
         self.check(number, "grayscale", "paste", high=1, high_closed=True)  # probabilities
+        self.check(number, "hue", high=0.5, high_closed=True)  # half a turn either way covers every hue
         self.check(number, "paste_radius", low_open=True, high=1.5)
         lo, hi = self.crop_scale
         if not 0 < lo <= hi <= 1:
@@ -64,12 +66,13 @@ class ViewConfig(Config):
 
 
 def view_uniforms(keys: Sequence[Sequence[int]], num_views: int) -> torch.Tensor:
-    """(B, T, 12) float32 uniforms in [0, 1), one independent stream per key (e.g. (seed, epoch, img_id)): the 8 of
-    the crop and jitter, then the 4 of grayscale and paste (drawn after, so the first 8 are what they always were)."""
+    """(B, T, 13) float32 uniforms in [0, 1), one independent stream per key (e.g. (seed, epoch, img_id)): the 8 of
+    the crop and jitter, then the 4 of grayscale and paste, then the hue's (each drawn after the others, so the
+    earlier ones are what they always were)."""
     def draw(key: Sequence[int]) -> np.ndarray:
         rng = np.random.default_rng([int(k) for k in key])
         first = rng.random((num_views, N_PARAMS))
-        return np.concatenate([first, rng.random((num_views, N_EXTRA))], axis=1)
+        return np.concatenate([first, rng.random((num_views, N_EXTRA)), rng.random((num_views, 1))], axis=1)
 
     return torch.from_numpy(np.stack([draw(key) for key in keys])).float()
 
@@ -96,6 +99,7 @@ def make_views(images: torch.Tensor, cfg: ViewConfig, keys: Sequence[Sequence[in
         u = view_uniforms(keys, t)
     else:
         u = torch.rand(b, t, N_PARAMS + N_EXTRA, generator=generator)
+        u = torch.cat([u, torch.rand(b, t, 1, generator=generator)], dim=-1)  # the hue's, after the first 12
     return augment(images, u, cfg), actions
 
 
@@ -159,7 +163,7 @@ class ViewCollator:
     Returns ``{"views": (B, T, 3, S, S) float32 in [-0.5, 0.5], "actions": (B, T, A), "label", "place", "group",
     "img_id": (B,) int64}``. With ``base_only=True`` it returns the base batch instead, for `views_from_base` to turn
     into views later (on the accelerator): ``"images"`` (B, 3, S, S) uint8, ``"keys"`` (B, 3) int64 (seed, epoch,
-    img_id), ``"actions"``, in augment mode ``"view_params"`` (B, T, 12) float32, in edit mode ``"counterfactuals"``
+    img_id), ``"actions"``, in augment mode ``"view_params"`` (B, T, 13) float32, in edit mode ``"counterfactuals"``
     (B, 3, S, S) uint8 and ``"own_view"`` (B, T) bool, and the labels. Call :meth:`set_epoch` each epoch so
     augmentations differ between epochs.
     """
