@@ -3,7 +3,7 @@
 `train` reads setup -> loop -> export:
 
 - setup: `_make_accelerator` (mixed precision, trackers, seed), the run folder (`hrssm.run_folder`: one run owns it,
-  a fresh run starts it empty), `_make_data` (dataset, view collator, loader with `loader_workers`, mean image),
+  a fresh run starts it empty), `make_data` (dataset, view collator, loader with `loader_workers`, mean image),
   the model (a warm start from `init_from`: `hrssm.export.load_weights_into`), `hrssm.optim.make_optimizer`
   (AdamW, warmup + cosine), resume (`hrssm.checkpoint.Checkpointer`: the newest good checkpoint, or a given one;
   then metrics.jsonl cut back to the checkpoint's step), `_step_forward` (the model, or its `torch.compile` with
@@ -143,7 +143,7 @@ def _train(accelerator, cfg: TrainConfig, resume: bool | str | os.PathLike, star
     out = Path(cfg.output_dir)
     # -- setup ------------------------------------------------------------------------------------------------------
     model_cfg = cfg.model_config()
-    collate, loader, mean_image = _make_data(cfg, model_cfg, accelerator)
+    collate, loader, mean_image = make_data(cfg, model_cfg, accelerator)
     model = WorldModel(model_cfg)
     if cfg.init_from is not None:
         load_weights_into(model, cfg.init_from)
@@ -238,7 +238,7 @@ def _make_accelerator(cfg: TrainConfig):
     return accelerator
 
 
-def _make_data(cfg: TrainConfig, model_cfg: ModelConfig, accelerator
+def make_data(cfg: TrainConfig, model_cfg: ModelConfig, accelerator
                ) -> tuple[ViewCollator, DataLoader, torch.Tensor]:
     """The training split as view sequences: collator, loader (not prepared yet) and the dataset's mean image (C, H,
     W) on the device (the PSNR floor of the collapse diagnostics)."""

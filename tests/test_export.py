@@ -229,7 +229,7 @@ def test_the_preprocessing_recorded_at_training_is_what_encode_applies(synthetic
     recorded = json.loads((tmp_path / "run" / "export" / "config.json").read_text())["preprocess"]
     assert recorded == {"crop_fraction": 0.875, "interpolation": "bicubic", "pixel_range": [-0.5, 0.5]}
     assert enc.cfg.preprocessing() == {"image_size": 32, "crop_fraction": 0.875, "interpolation": "bicubic"}
-    collate, loader, _ = trainer_mod._make_data(cfg, cfg.model_config(), Accelerator(cpu=True))
+    collate, loader, _ = trainer_mod.make_data(cfg, cfg.model_config(), Accelerator(cpu=True))
     seen_in_training = collate([loader.dataset[i] for i in range(6)])["views"][:, 0]  # repeat mode: the image itself
     raw = load_waterbirds(big, "train")[:6]["image"]
     assert raw[0].size == (44, 38)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from hrssm.cli import cli_main
-from hrssm.commands import add_data_arguments
+from hrssm.commands import add_data_arguments, twin_test_palettes
 
 
 def table(result: dict) -> str:
@@ -45,18 +45,6 @@ def table(result: dict) -> str:
     return "\n".join([header, "| --- " * (6 + len(groups)) + "|",
                       f"| {result['network']} | {result['image_size']} px | {result['steps']} | {result['target']} | "
                       f"{pm('acc_wg')} | {pm('acc_avg')} | " + " | ".join(pm(g) for g in groups) + " |"])
-
-
-def twin_palettes(data: str, revision: str | None, seed: int) -> np.ndarray | None:
-    """`own_palette` of the test rows when `data` is the synthetic twin of `seed` as generated, else None."""
-    from hrssm.data import load_waterbirds
-    from hrssm.data.counterfactual import CounterfactualError, twin_palettes
-
-    try:
-        return twin_palettes(load_waterbirds(data, "test", revision=revision), "test", seed)
-    except CounterfactualError:
-        print(f"(not the synthetic twin of seed {seed}: no palette split)")
-        return None
 
 
 @cli_main
@@ -105,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     images = preprocess(ds["image"], **pp)  # (N, 3, S, S) in [-0.5, 0.5]
     labels = {key: np.asarray(ds[key], dtype=np.int64) for key in ("label", "place", "group")}
     print(f"training {args.seeds} x {network} at {size} px for {args.steps} steps on half of {len(ds)} test images")
-    own = twin_palettes(args.data, args.data_revision, args.twin_seed) if args.target == "label" else None
+    own = twin_test_palettes(args.data, args.data_revision, args.twin_seed) if args.target == "label" else None
     runs = supervised_reference(images, labels, settings, tuple(range(args.seeds)), cfg, progress=True)
     result = {"network": network, "arch": args.arch, "image_size": size, "steps": args.steps,
               "batch_size": args.batch_size, "lr": args.lr, "target": args.target, "data": args.data,

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def model_and_data_parser(description: str | None) -> argparse.ArgumentParser:
@@ -34,6 +38,19 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     """--data (a Waterbirds source) and --data-revision (the hub dataset's revision)."""
     p.add_argument("--data", required=True, help="Waterbirds source (hub id, save_to_disk dir, original folder)")
     p.add_argument("--data-revision", default=None, help="the hub dataset's branch, tag or commit")
+
+
+def twin_test_palettes(data: str, revision: str | None, seed: int) -> np.ndarray | None:
+    """`own_palette` of the test rows when `data` is the synthetic twin of `seed` as generated, else None (and a
+    line saying so: the palette split is skipped)."""
+    from ..data import load_waterbirds
+    from ..data.counterfactual import CounterfactualError, twin_palettes
+
+    try:
+        return twin_palettes(load_waterbirds(data, "test", revision=revision), "test", seed)
+    except CounterfactualError:
+        print(f"(not the synthetic twin of seed {seed}: no palette split)")
+        return None
 
 
 def local_export(model: str) -> Path | None:
