@@ -239,7 +239,7 @@ def _make_accelerator(cfg: TrainConfig):
 
 
 def make_data(cfg: TrainConfig, model_cfg: ModelConfig, accelerator
-               ) -> tuple[ViewCollator, DataLoader, torch.Tensor]:
+              ) -> tuple[ViewCollator, DataLoader, torch.Tensor]:
     """The training split as view sequences: collator, loader (not prepared yet) and the dataset's mean image (C, H,
     W) on the device (the PSNR floor of the collapse diagnostics)."""
     with accelerator.main_process_first():  # the main process converts / resizes / caches first

@@ -12,7 +12,8 @@ the floor) and every --every steps, DFR as published (docs/evaluation.md) is fit
 validation / test, once per probe seed, and the table gets a row: the validation worst group that chose C (compare
 settings on it, never on test), the test worst group and, on the synthetic twin as generated (`--twin-seed`), the
 accuracy on own-palette and other-palette birds (tools/colour_vs_shape.py: only the shape tells the class of the
-latter). Raw pixels get the same row once. Writes encoder_curve.json to --out, rewritten after every row.
+latter). Raw pixels get the same row once. Writes encoder_curve.json to --out, rewritten after every row. Runs on
+the CPU (one process), as a quick screen; full runs go through hrssm-train.
 """
 
 from __future__ import annotations
@@ -128,14 +129,15 @@ def main(argv: list[str] | None = None) -> int:
         for batch in loader:
             start = time.perf_counter()
             loss = model(batch["views"], batch["actions"], contrastive_only=True).loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the contrastive loss is {loss.item()} at step {step + 1}: lower "
+                                         "--optim.lr")
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step, seconds = step + 1, seconds + time.perf_counter() - start
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the contrastive loss is {loss.item()} at step {step}: lower --optim.lr")
             if step % args.every == 0 or step == args.steps:
                 evaluate(step, seconds)
             if step == args.steps:
