@@ -135,6 +135,14 @@ def palette_scores(pred: np.ndarray, y: np.ndarray, groups: np.ndarray, own: np.
                                                if ((groups == g) & ~own).any()), default=float("nan")))}
 
 
+def mean_and_std(runs: list[dict[str, float]], keys: Sequence[str] | None = None) -> dict[str, float]:
+    """{key: mean over the runs, key_std: their std} of each key (default: every key of the first run), e.g. of
+    `palette_scores` over probe seeds."""
+    keys = list(runs[0]) if keys is None else keys
+    return {**{k: float(np.mean([r[k] for r in runs])) for k in keys},
+            **{f"{k}_std": float(np.std([r[k] for r in runs])) for k in keys}}
+
+
 def palette_table(rows: dict[str, list[dict[str, float]]], other_share: float) -> str:
     """Markdown table of `palette_scores`, one row per name, mean ± std over its runs (probe seeds or networks);
     other_share: the share of other-palette birds among the scored images."""

@@ -42,10 +42,9 @@ def colour_vs_shape(feats: dict[str, dict[str, dict[str, np.ndarray]]], own_test
 
 def summary(runs: list[dict[str, float]]) -> dict[str, float]:
     """{key: mean, key_std: std over the runs, seeds: how many}."""
-    from hrssm.evaluation import PALETTE_KEYS
+    from hrssm.evaluation import PALETTE_KEYS, mean_and_std
 
-    return {**{k: float(np.mean([r[k] for r in runs])) for k in PALETTE_KEYS},
-            **{f"{k}_std": float(np.std([r[k] for r in runs])) for k in PALETTE_KEYS}, "seeds": len(runs)}
+    return {**mean_and_std(runs, PALETTE_KEYS), "seeds": len(runs)}
 
 
 @cli_main

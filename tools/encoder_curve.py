@@ -34,7 +34,7 @@ def probe_row(feats: dict[str, dict[str, np.ndarray]], own: np.ndarray | None, s
     """DFR on feats {split: encode_dataset output} once per seed: the mean and std over seeds of the validation
     worst group that chose C (`val_wg`), the test worst group (`acc_wg`) and, with `own` (N_test,) palettes, the
     `palette_scores` keys."""
-    from hrssm.evaluation import dfr_probe, palette_scores
+    from hrssm.evaluation import dfr_probe, mean_and_std, palette_scores
 
     runs = []
     for seed in seeds:
@@ -44,8 +44,7 @@ def probe_row(feats: dict[str, dict[str, np.ndarray]], own: np.ndarray | None, s
             test = feats["test"]
             row |= palette_scores(r.probe.predict(test["features"]), test["label"], test["group"], own)
         runs.append(row)
-    return {**{k: float(np.mean([r[k] for r in runs])) for k in runs[0]},
-            **{f"{k}_std": float(np.std([r[k] for r in runs])) for k in runs[0]}}
+    return mean_and_std(runs)
 
 
 COLUMNS = {"val_wg": "validation: worst group (chose C)", "acc_wg": "test: worst group",
