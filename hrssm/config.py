@@ -38,6 +38,9 @@ class EncoderConfig(Config):
     # the global embedding the RSSM's global posterior reads: "cls", the CLS token; "mean", the patch tokens averaged
     # (the vector that loss.contrastive_input="tokens" trains, so a contrastive gain reaches the global latent z)
     pool: Literal["cls", "mean"] = "cls"
+    # what the encoder sees: "rgb", the pixels; "sobel", the Sobel gradients of their luma (DeepCluster's filter:
+    # no colour reaches the encoder, so a contrastive objective cannot match views by it; docs/evaluation.md)
+    input_filter: Literal["rgb", "sobel"] = "rgb"
 
     def validate(self) -> None:
         self.check(integer, "patch_size", "width", "depth", "heads")
@@ -190,6 +193,9 @@ class ModelConfig(Config):
         patch, grid = self.encoder.patch_size, self.rssm.local_grid
         self.check(integer, "image_size", "channels", "action_dim")
         self.check(one_of, "attention", allowed=BACKENDS)
+        if self.encoder.input_filter == "sobel" and self.channels != 3:
+            raise ValueError(f"model.encoder.input_filter='sobel' filters the luma of RGB images, got model.channels="
+                             f"{self.channels}: use input_filter='rgb' for other images")
         if self.image_size % patch:
             raise ValueError(f"model.image_size={self.image_size} is not a multiple of model.encoder.patch_size="
                              f"{patch}: use e.g. image_size={self.patch_grid * patch or patch} or another patch")
@@ -211,6 +217,7 @@ class ModelConfig(Config):
 # where the two differ): an export's config.json or a checkpoint's identity that lacks one reads as this.
 LEGACY_DEFAULTS: dict[tuple[str, str], Any] = {
     ("encoder", "pool"): "cls",
+    ("encoder", "input_filter"): "rgb",
     ("decoder", "conv_channels"): 0,
     ("loss", "contrastive_pairs"): "consecutive",
     ("loss", "contrastive_input"): "z",  # the default until contrastive SimCLR on z was found to be a shortcut

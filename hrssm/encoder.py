@@ -3,6 +3,9 @@
 The global embedding (what the RSSM's global posterior reads) is the CLS token (`pool="cls"`) or the mean patch
 token (`pool="mean"`).
 
+With ``input_filter="sobel"`` the encoder sees the horizontal and vertical Sobel gradients of the image's luma and
+their magnitude instead of its RGB pixels (DeepCluster, Caron et al. 2018): edges and shapes, no colour.
+
 The patch tokens come from a linear patch embedding (`stem="patch"`, ViT) or from a convolutional stem
 (`stem="conv"`, Xiao et al. 2021): both give one token per patch_size x patch_size patch, row-major.
 """
@@ -35,10 +38,31 @@ def conv_stem(channels: int, width: int, patch_size: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class SobelFilter(nn.Module):
+    """(N, 3, H, W) RGB in [-0.5, 0.5] -> (N, 3, H, W): the x and y Sobel gradients of the luma and their magnitude
+    (replicate padding: a flat image has zero gradients everywhere). No parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from .data.augment import LUMA
+
+        k = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]])
+        self.register_buffer("kernels", torch.stack([k, k.T])[:, None], persistent=False)  # (2, 1, 3, 3)
+        self.register_buffer("luma", torch.tensor(LUMA)[None, :, None, None], persistent=False)  # (1, 3, 1, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        luma = (images * self.luma.to(images.dtype)).sum(1, keepdim=True)  # (N, 1, H, W)
+        grad = nn.functional.conv2d(nn.functional.pad(luma, (1, 1, 1, 1), mode="replicate"),
+                                    self.kernels.to(images.dtype))  # (N, 2, H, W)
+        return torch.cat([grad, grad.pow(2).sum(1, keepdim=True).add(1e-6).sqrt()], dim=1)
+
+
 class ViTEncoder(nn.Module):
     def __init__(self, image_size: int, cfg: EncoderConfig, channels: int = 3, attention: str = "auto") -> None:
         super().__init__()
         self.cfg, self.grid = cfg, image_size // cfg.patch_size
+        self.input_filter = SobelFilter() if cfg.input_filter == "sobel" else nn.Identity()
+        channels = 3 if cfg.input_filter == "sobel" else channels  # the filter's output: x, y, magnitude
         self.patch_embed = (conv_stem(channels, cfg.width, cfg.patch_size) if cfg.stem == "conv" else
                             nn.Conv2d(channels, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
@@ -50,7 +74,8 @@ class ViTEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (N, C, H, W) -> global embedding (N, D) (CLS or mean patch token, `cfg.pool`), patch tokens
         (N, P, D)."""
-        x = self.patch_embed(images).flatten(2).transpose(1, 2) + self.pos_embed  # (N, P, D), row-major patches
+        x = self.patch_embed(self.input_filter(images))  # (N, D, H / p, W / p)
+        x = x.flatten(2).transpose(1, 2) + self.pos_embed  # (N, P, D), row-major patches
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         for block in self.blocks:
             x = block(x)

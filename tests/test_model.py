@@ -241,6 +241,31 @@ def test_conv_stem_makes_one_token_per_patch_and_keeps_images_independent(patch,
     torch.testing.assert_close(encoder(x[:1])[1], tokens[:1])  # GroupNorm: no batch statistics
 
 
+def test_sobel_input_filter_hides_colour_from_the_encoder_and_keeps_edges():
+    from hrssm.encoder import SobelFilter, ViTEncoder
+
+    luma = torch.tensor([0.299, 0.587, 0.114])
+    image = torch.rand(2, 3, 32, 32) - 0.5
+    chroma = torch.linalg.svd(luma[None]).Vh[1:]  # (2, 3): colour directions of zero luma
+    recoloured = image + 0.05 * torch.einsum("kc,nkhw->nchw", chroma, torch.randn(2, 2, 32, 32))
+    cfg = ModelConfig.preset("tiny", image_size=32, encoder={"patch_size": 4, "input_filter": "sobel"})
+    encoder = ViTEncoder(32, cfg.encoder).eval()
+    torch.testing.assert_close(encoder(recoloured)[1], encoder(image)[1], atol=1e-4, rtol=1e-4)  # same luma
+    rgb = ViTEncoder(32, ModelConfig.preset("tiny", image_size=32, encoder={"patch_size": 4}).encoder).eval()
+    rgb.load_state_dict(encoder.state_dict())  # the filter has no state: one state dict fits both
+    assert not torch.allclose(rgb(recoloured)[1], rgb(image)[1], atol=1e-3)
+    edge = torch.zeros(1, 3, 8, 8)
+    edge[..., 4:] = 0.5  # a vertical edge: gradient across it in x only
+    grad = SobelFilter()(edge - 0.25)
+    assert grad[0, 0, :, 3:5].abs().min() > 1.0 and grad[0, 1].abs().max() < 1e-6
+    torch.testing.assert_close(grad[0, 2], grad[0, 0].abs(), atol=2e-3, rtol=0)  # magnitude
+    assert grad[0, :2, :, :3].abs().max() == 0  # flat away from the edge
+    with pytest.raises(ValueError, match="input_filter"):
+        ModelConfig.preset("tiny", encoder={"input_filter": "edges"})
+    with pytest.raises(ValueError, match="luma of RGB images"):
+        ModelConfig.preset("tiny", channels=1, encoder={"input_filter": "sobel"})
+
+
 def test_config_round_trip_and_overrides():
     cfg = ModelConfig.preset("tiny", loss={"recon_scale": 3.0})
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
