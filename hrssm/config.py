@@ -217,7 +217,6 @@ class ModelConfig(Config):
 # where the two differ): an export's config.json or a checkpoint's identity that lacks one reads as this.
 LEGACY_DEFAULTS: dict[tuple[str, str], Any] = {
     ("encoder", "pool"): "cls",
-    ("encoder", "input_filter"): "rgb",
     ("decoder", "conv_channels"): 0,
     ("loss", "contrastive_pairs"): "consecutive",
     ("loss", "contrastive_input"): "z",  # the default until contrastive SimCLR on z was found to be a shortcut
