@@ -62,7 +62,6 @@ class ViTEncoder(nn.Module):
         super().__init__()
         self.cfg, self.grid = cfg, image_size // cfg.patch_size
         self.input_filter = SobelFilter() if cfg.input_filter == "sobel" else nn.Identity()
-        channels = 3 if cfg.input_filter == "sobel" else channels  # the filter's output: x, y, magnitude
         self.patch_embed = (conv_stem(channels, cfg.width, cfg.patch_size) if cfg.stem == "conv" else
                             nn.Conv2d(channels, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))

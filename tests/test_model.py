@@ -242,9 +242,10 @@ def test_conv_stem_makes_one_token_per_patch_and_keeps_images_independent(patch,
 
 
 def test_sobel_input_filter_hides_colour_from_the_encoder_and_keeps_edges():
+    from hrssm.data.augment import LUMA
     from hrssm.encoder import SobelFilter, ViTEncoder
 
-    luma = torch.tensor([0.299, 0.587, 0.114])
+    luma = torch.tensor(LUMA)
     image = torch.rand(2, 3, 32, 32) - 0.5
     chroma = torch.linalg.svd(luma[None]).Vh[1:]  # (2, 3): colour directions of zero luma
     recoloured = image + 0.05 * torch.einsum("kc,nkhw->nchw", chroma, torch.randn(2, 2, 32, 32))
