@@ -19,7 +19,7 @@ from .config import ModelConfig, decoder_config
 from .data.preprocess import preprocess
 from .diagnostics import image_metrics
 from .distributions import gaussian_kl, gaussian_params, gaussian_sample, standard_normal_like
-from .encoder import ViTEncoder, tokens_to_cells
+from .encoder import build_encoder, tokens_to_cells
 
 
 class ViTVAE(nn.Module):
@@ -30,7 +30,7 @@ class ViTVAE(nn.Module):
         super().__init__()
         self.cfg, self.beta = cfg, beta
         width, rssm_cfg = cfg.encoder.width, cfg.rssm
-        self.encoder = ViTEncoder(cfg.image_size, cfg.encoder, cfg.channels, cfg.attention)
+        self.encoder = build_encoder(cfg.image_size, cfg.encoder, cfg.channels, cfg.attention)
         self.global_head = nn.Linear(width, 2 * rssm_cfg.deter)
         self.local_head = (nn.Linear(cfg.cell_patches**2 * width, 2 * rssm_cfg.local_dim) if rssm_cfg.local_grid
                            else None)

@@ -39,21 +39,29 @@ class EncoderConfig(Config):
     # (the vector that loss.contrastive_input="tokens" trains, so a contrastive gain reaches the global latent z)
     pool: Literal["cls", "mean"] = "cls"
     # what the encoder sees: "rgb", the pixels; "sobel", the Sobel gradients of their luma (DeepCluster's filter:
-    # no colour reaches the encoder, so a contrastive objective cannot match views by it; docs/evaluation.md)
-    input_filter: Literal["rgb", "sobel"] = "rgb"
+    # no colour reaches the encoder, so a contrastive objective cannot match views by it; docs/evaluation.md);
+    # "rgb+sobel", both: two streams of width / 2 whose tokens are concatenated, each trained by its own contrastive
+    # term (colour from one, shape from the other; docs/model.md)
+    input_filter: Literal["rgb", "sobel", "rgb+sobel"] = "rgb"
 
     def validate(self) -> None:
         self.check(integer, "patch_size", "width", "depth", "heads")
         _check_width_fits_heads(self)
+        if self.input_filter == "rgb+sobel" and (self.width % (2 * self.heads) or self.width % 8):
+            raise ValueError(f"{self.key('input_filter')}='rgb+sobel' is two streams of width / 2, each split into "
+                             f"{self.key('heads')}={self.heads} heads: {self.key('width')}={self.width} must be "
+                             f"divisible by {2 * self.heads} and by 8")
         if self.stem == "conv":
             n = self.patch_size.bit_length() - 1
             if self.patch_size < 2 or 1 << n != self.patch_size:
                 raise ValueError(f"{self.key('stem')}='conv' needs a power-of-two {self.key('patch_size')} (one "
                                  f"stride-2 convolution per halving), got {self.patch_size}: use 8 or 16, or "
                                  "stem='patch'")
-            if self.width % (1 << (n - 1)):
+            streams = 2 if self.input_filter == "rgb+sobel" else 1
+            if self.width % (streams << (n - 1)):
                 raise ValueError(f"{self.key('stem')}='conv' halves {self.key('width')} once per layer below the "
-                                 f"top: width={self.width} must be divisible by {1 << (n - 1)}")
+                                 f"top: width={self.width} must be divisible by {streams << (n - 1)}"
+                                 + (" (two streams of width / 2)" if streams == 2 else ""))
 
 
 @dataclass
@@ -193,9 +201,9 @@ class ModelConfig(Config):
         patch, grid = self.encoder.patch_size, self.rssm.local_grid
         self.check(integer, "image_size", "channels", "action_dim")
         self.check(one_of, "attention", allowed=BACKENDS)
-        if self.encoder.input_filter == "sobel" and self.channels != 3:
-            raise ValueError(f"model.encoder.input_filter='sobel' filters the luma of RGB images, got model.channels="
-                             f"{self.channels}: use input_filter='rgb' for other images")
+        if "sobel" in self.encoder.input_filter and self.channels != 3:
+            raise ValueError(f"model.encoder.input_filter={self.encoder.input_filter!r} filters the luma of RGB "
+                             f"images, got model.channels={self.channels}: use input_filter='rgb' for other images")
         if self.image_size % patch:
             raise ValueError(f"model.image_size={self.image_size} is not a multiple of model.encoder.patch_size="
                              f"{patch}: use e.g. image_size={self.patch_grid * patch or patch} or another patch")

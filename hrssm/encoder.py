@@ -4,7 +4,10 @@ The global embedding (what the RSSM's global posterior reads) is the CLS token (
 token (`pool="mean"`).
 
 With ``input_filter="sobel"`` the encoder sees the horizontal and vertical Sobel gradients of the image's luma and
-their magnitude instead of its RGB pixels (DeepCluster, Caron et al. 2018): edges and shapes, no colour.
+their magnitude instead of its RGB pixels (DeepCluster, Caron et al. 2018): edges and shapes, no colour. With
+``input_filter="rgb+sobel"`` it is two streams of half the width, one on the pixels and one on the Sobel gradients,
+whose tokens are concatenated (`TwoStreamEncoder`; as CMC's L / ab streams, Tian et al. 2019): the contrastive loss
+trains each stream on its own, so the colour shortcut the RGB stream can take does not starve the shape stream.
 
 The patch tokens come from a linear patch embedding (`stem="patch"`, ViT) or from a convolutional stem
 (`stem="conv"`, Xiao et al. 2021): both give one token per patch_size x patch_size patch, row-major.
@@ -12,6 +15,7 @@ The patch tokens come from a linear patch embedding (`stem="patch"`, ViT) or fro
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -58,8 +62,15 @@ class SobelFilter(nn.Module):
 
 
 class ViTEncoder(nn.Module):
+    """One ViT stream on the pixels or (`cfg.input_filter="sobel"`) on their Sobel gradients."""
+
+    streams = 1  # token parts the contrastive loss trains apart (TwoStreamEncoder: 2)
+
     def __init__(self, image_size: int, cfg: EncoderConfig, channels: int = 3, attention: str = "auto") -> None:
         super().__init__()
+        if cfg.input_filter == "rgb+sobel":
+            raise ValueError("input_filter='rgb+sobel' is two streams: build it with `build_encoder` "
+                             "(a TwoStreamEncoder)")
         self.cfg, self.grid = cfg, image_size // cfg.patch_size
         self.input_filter = SobelFilter() if cfg.input_filter == "sobel" else nn.Identity()
         self.patch_embed = (conv_stem(channels, cfg.width, cfg.patch_size) if cfg.stem == "conv" else
@@ -81,6 +92,33 @@ class ViTEncoder(nn.Module):
         x = self.norm(x)
         tokens = x[:, 1:]
         return (x[:, 0] if self.cfg.pool == "cls" else tokens.mean(1)), tokens
+
+
+class TwoStreamEncoder(nn.Module):
+    """`input_filter="rgb+sobel"`: a ViT stream on the pixels (`rgb`) and one on their Sobel gradients (`sobel`), each
+    `cfg.width / 2` wide with the rest of `cfg`; their outputs concatenated along the features, RGB first, so the
+    encoder's interface is ViTEncoder's: global embedding (N, width), patch tokens (N, P, width)."""
+
+    streams = 2
+
+    def __init__(self, image_size: int, cfg: EncoderConfig, channels: int = 3, attention: str = "auto") -> None:
+        super().__init__()
+        self.cfg, self.grid = cfg, image_size // cfg.patch_size
+        half = dataclasses.replace(cfg, width=cfg.width // 2, input_filter="rgb")
+        self.rgb = ViTEncoder(image_size, half, channels, attention)
+        self.sobel = ViTEncoder(image_size, dataclasses.replace(half, input_filter="sobel"), channels, attention)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (N, 3, H, W) -> global embedding (N, D), patch tokens (N, P, D): [RGB stream, Sobel stream]."""
+        (rgb_embed, rgb_tokens), (sobel_embed, sobel_tokens) = self.rgb(images), self.sobel(images)
+        return torch.cat([rgb_embed, sobel_embed], -1), torch.cat([rgb_tokens, sobel_tokens], -1)
+
+
+def build_encoder(image_size: int, cfg: EncoderConfig, channels: int = 3, attention: str = "auto"
+                  ) -> ViTEncoder | TwoStreamEncoder:
+    """The encoder `cfg` describes: a ViTEncoder, or a TwoStreamEncoder for `input_filter="rgb+sobel"`."""
+    cls = TwoStreamEncoder if cfg.input_filter == "rgb+sobel" else ViTEncoder
+    return cls(image_size, cfg, channels, attention)
 
 
 def tokens_to_cells(tokens: torch.Tensor, grid: int, cell: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ A network is trained with labels on a random half of the test split and scored o
 is how well that network *can* find the bird at that resolution, the ceiling for a self-supervised export of the
 same encoder read by a linear probe. Two networks:
 
-- "encoder": a model config's ViT encoder (its image size, patch size, stem, pooling; `hrssm.encoder.ViTEncoder`)
+- "encoder": a model config's ViT encoder (its image size, patch size, stem, pooling; `hrssm.encoder.build_encoder`)
   with a linear head on its global embedding;
 - "cnn": a small 4-layer CNN (3x3 convolutions, BatchNorm, ReLU, stride 2 after the first, global mean pool),
   issue 12's reference.
@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .config import ModelConfig
-from .encoder import ViTEncoder
+from .encoder import build_encoder
 from .evaluation import GroupScores, group_accuracies
 
 ARCHS = ("encoder", "cnn")
@@ -73,7 +73,7 @@ class EncoderClassifier(nn.Module):
 
     def __init__(self, cfg: ModelConfig, classes: int = 2) -> None:
         super().__init__()
-        self.encoder = ViTEncoder(cfg.image_size, cfg.encoder)
+        self.encoder = build_encoder(cfg.image_size, cfg.encoder)
         self.head = nn.Linear(cfg.encoder.width, classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

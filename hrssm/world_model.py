@@ -22,7 +22,7 @@ from . import objectives
 from .config import ModelConfig, decoder_config
 from .diagnostics import active_units, image_metrics
 from .distributions import categorical_kl, gaussian_kl
-from .encoder import EncodesImages, ViTEncoder, mean_patch_token, tokens_to_cells
+from .encoder import EncodesImages, TwoStreamEncoder, ViTEncoder, build_encoder, mean_patch_token, tokens_to_cells
 from .export import HubMixin
 from .rssm import HierarchicalRSSM, State, Trajectory, mlp
 
@@ -41,10 +41,10 @@ class WorldModelOutput:
     trajectory: Trajectory | None  # None for a contrastive-only step
 
 
-def build_encoder_and_rssm(cfg: ModelConfig) -> tuple[ViTEncoder, HierarchicalRSSM]:
+def build_encoder_and_rssm(cfg: ModelConfig) -> tuple[ViTEncoder | TwoStreamEncoder, HierarchicalRSSM]:
     """The ViT encoder and the hierarchical RSSM of `cfg` (shared by WorldModel and the exported Encoder)."""
     width, k = cfg.encoder.width, cfg.cell_patches
-    return (ViTEncoder(cfg.image_size, cfg.encoder, cfg.channels, cfg.attention),
+    return (build_encoder(cfg.image_size, cfg.encoder, cfg.channels, cfg.attention),
             HierarchicalRSSM(cfg.rssm, width, cfg.action_dim, k * k * width, cfg.attention))
 
 
@@ -64,10 +64,14 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
         self.encoder, self.rssm = build_encoder_and_rssm(cfg)
         context_dim = rssm_cfg.deter + self.rssm.z_dim
         self.decoder: ViTDecoder | None = None  # reconstruction
-        self.target_encoder: ViTEncoder | None = None  # latent prediction: an EMA copy of the encoder gives targets
+        # latent prediction: an EMA copy of the encoder gives targets
+        self.target_encoder: ViTEncoder | TwoStreamEncoder | None = None
         self.predictor: nn.Module | None = None  # latent prediction: features -> the next view's target embedding
         self.local_predictor: nn.Module | None = None  # latent prediction: a cell's latent -> its target tokens
         self.projector: nn.Module | None = None  # contrastive: tokens or z -> the space the loss compares
+        # contrastive on the tokens of a two-stream encoder: the Sobel stream's own projector (`projector` takes the
+        # RGB stream's), so each stream gets its own loss
+        self.sobel_projector: nn.Module | None = None
         if cfg.loss.objective == "reconstruction":
             self.decoder = ViTDecoder(decoder_config(cfg, self.rssm.s_dim, rssm_cfg.local_grid, context_dim))
         else:
@@ -76,8 +80,12 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
             if rssm_cfg.local_grid:
                 self.local_predictor = mlp(self.rssm.s_dim + context_dim, rssm_cfg.local_hidden, cfg.encoder.width)
         if cfg.loss.contrastive != "none":
-            source_dim = self.rssm.z_dim if cfg.loss.contrastive_input == "z" else cfg.encoder.width
+            by_stream = cfg.loss.contrastive_input == "tokens" and self.encoder.streams == 2
+            source_dim = (self.rssm.z_dim if cfg.loss.contrastive_input == "z"
+                          else cfg.encoder.width // self.encoder.streams)
             self.projector = mlp(source_dim, rssm_cfg.hidden, cfg.loss.contrastive_dim)
+            if by_stream:
+                self.sobel_projector = mlp(source_dim, rssm_cfg.hidden, cfg.loss.contrastive_dim)
         self._warned_single_step = False
 
     # -- pieces -----------------------------------------------------------------------------------------------------
@@ -226,11 +234,23 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
     def _contrastive(self, source: torch.Tensor) -> LossTerm:
         """Barlow Twins or SimCLR between the views of each image (consecutive ones or all, `loss.contrastive_pairs`),
         on the projection of source (B, T, F): the global latents z or the mean patch tokens
-        (`loss.contrastive_input`)."""
-        loss_cfg, steps = self.cfg.loss, source.shape[1]
-        if steps < 2:
+        (`loss.contrastive_input`). A two-stream encoder's tokens: one loss per stream, summed (each stream is
+        trained as if it were alone; `contrastive_loss/rgb`, `contrastive_loss/sobel`)."""
+        if source.shape[1] < 2:
             raise ValueError("loss.contrastive needs at least 2 views per image (views.num_views >= 2)")
-        proj = self.projector(source)  # (B, T, D)
+        if self.sobel_projector is None:
+            con = self._contrastive_loss(self.projector(source))
+            return self.cfg.loss.contrastive_scale * con, {"contrastive_loss": con}
+        rgb, sobel = source.chunk(2, dim=-1)  # (B, T, F / 2) each: TwoStreamEncoder puts RGB first
+        parts = {"rgb": self._contrastive_loss(self.projector(rgb)),
+                 "sobel": self._contrastive_loss(self.sobel_projector(sobel))}
+        con = parts["rgb"] + parts["sobel"]
+        return self.cfg.loss.contrastive_scale * con, {"contrastive_loss": con,
+                                                       **{f"contrastive_loss/{k}": v for k, v in parts.items()}}
+
+    def _contrastive_loss(self, proj: torch.Tensor) -> torch.Tensor:
+        """The unweighted contrastive loss between the views of projections proj (B, T, D)."""
+        loss_cfg, steps = self.cfg.loss, proj.shape[1]
         if loss_cfg.contrastive == "simclr" and loss_cfg.contrastive_pairs == "all":
             con = objectives.multiview_simclr_loss(proj, loss_cfg.simclr_temperature)
         else:
@@ -241,7 +261,7 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
                 if loss_cfg.contrastive == "barlow" else
                 objectives.simclr_loss(proj[:, i], proj[:, j], loss_cfg.simclr_temperature) for i, j in pairs
             ]).mean()
-        return loss_cfg.contrastive_scale * con, {"contrastive_loss": con}
+        return con
 
     def _encoder_grad_norms(self, tokens, embed, loss_kl, loss_rest) -> dict[str, torch.Tensor]:
         """Norm of the gradient reaching the encoder output from the KL vs from the other objectives."""

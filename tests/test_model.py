@@ -50,6 +50,9 @@ def test_output_shapes(preset, size, steps):
     {"encoder": {"stem": "patch"}},
     {"encoder": {"stem": "conv"}},
     {"decoder": {"conv_channels": 8}},
+    {"loss": {"contrastive": "simclr", "contrastive_input": "tokens"},
+     "encoder": {"input_filter": "rgb+sobel", "pool": "mean", "stem": "conv"}},
+    {"loss": {"objective": "latent_prediction"}, "encoder": {"input_filter": "rgb+sobel"}},
 ])
 def test_every_parameter_gets_a_finite_gradient(over):
     model = WorldModel(_tiny(**over))
@@ -61,7 +64,9 @@ def test_every_parameter_gets_a_finite_gradient(over):
     assert not bad
     for name in ("rssm.gru.weight_hh", "rssm.transition_in.0.weight"):
         assert model.get_parameter(name).grad.abs().sum() > 0, name
-    assert next(model.encoder.patch_embed.parameters()).grad.abs().sum() > 0  # the stem's first layer
+    stems = [m for m in model.encoder.modules() if hasattr(m, "patch_embed")]  # one per stream
+    assert len(stems) == model.encoder.streams
+    assert all(next(m.patch_embed.parameters()).grad.abs().sum() > 0 for m in stems)  # the stems' first layers
 
 
 def test_single_step_warns_and_the_transition_gets_no_gradient():
@@ -217,6 +222,10 @@ def test_bad_inputs_are_refused_with_the_fix():
     ({"encoder": {"stem": "conv", "patch_size": 6}, "image_size": 48, "rssm": {"local_grid": 2}},
      r"encoder.stem='conv' needs a power-of-two model.encoder.patch_size"),
     ({"encoder": {"stem": "resnet"}}, r"encoder.stem='resnet' must be one of"),
+    ({"encoder": {"input_filter": "rgb+sobel", "width": 132}},
+     r"input_filter='rgb\+sobel' is two streams of width / 2.*width=132 must be divisible by 8"),
+    ({"encoder": {"input_filter": "rgb+sobel", "stem": "conv", "patch_size": 16, "width": 136}, "image_size": 64,
+      "rssm": {"local_grid": 2}}, r"width=136 must be divisible by 16 \(two streams of width / 2\)"),
 ])
 def test_config_errors_name_the_key(over, match):
     if match is None:
@@ -265,6 +274,48 @@ def test_sobel_input_filter_hides_colour_from_the_encoder_and_keeps_edges():
         ModelConfig.preset("tiny", encoder={"input_filter": "edges"})
     with pytest.raises(ValueError, match="luma of RGB images"):
         ModelConfig.preset("tiny", channels=1, encoder={"input_filter": "sobel"})
+
+
+def test_two_stream_encoder_concatenates_an_rgb_stream_and_a_colour_blind_sobel_stream():
+    from hrssm.data.augment import LUMA
+    from hrssm.encoder import TwoStreamEncoder, ViTEncoder, build_encoder
+
+    cfg = ModelConfig.preset("tiny", image_size=32, encoder={"patch_size": 4, "input_filter": "rgb+sobel"})
+    encoder = build_encoder(32, cfg.encoder).eval()
+    assert isinstance(encoder, TwoStreamEncoder) and encoder.rgb.cfg.width == encoder.sobel.cfg.width == 64
+    image = torch.rand(2, 3, 32, 32) - 0.5
+    embed, tokens = encoder(image)
+    assert embed.shape == (2, 128) and tokens.shape == (2, 64, 128)
+    torch.testing.assert_close(tokens, torch.cat([encoder.rgb(image)[1], encoder.sobel(image)[1]], -1))  # RGB first
+    chroma = torch.linalg.svd(torch.tensor(LUMA)[None]).Vh[1:]  # (2, 3): colour directions of zero luma
+    recoloured = image + 0.05 * torch.einsum("kc,nkhw->nchw", chroma, torch.randn(2, 2, 32, 32))
+    rgb_half, sobel_half = encoder(recoloured)[1].chunk(2, -1)
+    torch.testing.assert_close(sobel_half, tokens[..., 64:], atol=1e-4, rtol=1e-4)  # same luma, same Sobel half
+    assert not torch.allclose(rgb_half, tokens[..., :64], atol=1e-3)
+    with pytest.raises(ValueError, match="two streams: build it with `build_encoder`"):
+        ViTEncoder(32, cfg.encoder)
+    with pytest.raises(ValueError, match="luma of RGB images"):
+        ModelConfig.preset("tiny", channels=1, encoder={"input_filter": "rgb+sobel"})
+
+
+def test_two_stream_contrastive_trains_each_stream_as_if_it_were_alone():
+    loss = {"contrastive": "simclr", "contrastive_input": "tokens", "contrastive_pairs": "all"}
+    model = WorldModel(_tiny(loss=loss, encoder={"input_filter": "rgb+sobel", "pool": "mean"}))
+    views, actions = _inputs(model.cfg, b=4)
+    out = model(views, actions, contrastive_only=True)
+    m = out.metrics
+    torch.testing.assert_close(m["contrastive_loss"], m["contrastive_loss/rgb"] + m["contrastive_loss/sobel"])
+    for stream, projector in (("rgb", model.projector), ("sobel", model.sobel_projector)):
+        alone = WorldModel(_tiny(loss=loss, encoder={"input_filter": stream, "pool": "mean", "width": 64}))
+        alone.encoder.load_state_dict(getattr(model.encoder, stream).state_dict())
+        alone.projector.load_state_dict(projector.state_dict())
+        torch.testing.assert_close(alone(views, actions, contrastive_only=True).metrics["contrastive_loss"],
+                                   m[f"contrastive_loss/{stream}"])
+    out.loss.backward()
+    trained = {name for name, p in model.named_parameters() if p.grad is not None}
+    assert trained == {name for name, _ in model.named_parameters()
+                       if name.split(".")[0] in ("encoder", "projector", "sobel_projector")}
+    assert any(name.startswith("encoder.sobel.") for name in trained)
 
 
 def test_config_round_trip_and_overrides():
