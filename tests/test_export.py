@@ -236,3 +236,24 @@ def test_the_preprocessing_recorded_at_training_is_what_encode_applies(synthetic
     assert torch.equal(preprocess(raw, **enc.cfg.preprocessing()), seen_in_training)
     assert torch.equal(enc.encode(raw), enc.encode(seen_in_training))
     assert not torch.equal(enc.encode(raw), enc.encode(preprocess(raw, 32)))  # the crop and filter change features
+
+
+def test_a_two_stream_export_loads_both_streams_bit_for_bit(tmp_path):
+    from hrssm.config import ModelConfig
+    from hrssm.export import export
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("tiny", image_size=32, encoder={"patch_size": 4, "input_filter": "rgb+sobel",
+                                                             "pool": "mean"},
+                             loss={"contrastive": "simclr", "contrastive_input": "tokens"})
+    model = WorldModel(cfg).eval()
+    folder = export(model, tmp_path / "export")
+    x = torch.rand(4, 3, 32, 32) - 0.5  # hrssm pixels: [-0.5, 0.5]
+    enc = hrssm.load(folder)
+    with torch.no_grad():
+        ref = model.encoder(x)[1].mean(1)  # (B, 128): [RGB stream 64, Sobel stream 64]
+    assert torch.equal(enc.encode(x, features="tokens"), ref)
+    loaded = WorldModel.from_pretrained(folder)
+    assert loaded.cfg.encoder.input_filter == "rgb+sobel" and loaded.sobel_projector is not None
+    for (k, a), (_, b) in zip(loaded.state_dict().items(), model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
