@@ -220,6 +220,13 @@ class Checkpointer:
             raise CheckpointError(f"checkpoint {ckpt} holds a pickle that torch's safe loader refuses (weights_only: "
                                   f"{one_line(err)[:160]}): hrssm did not write it. Delete that checkpoint, or start "
                                   "over with --overwrite") from None
+        except ValueError as err:
+            if "parameter groups" not in str(err):
+                raise
+            raise CheckpointError(f"checkpoint {ckpt} has another number of optimizer parameter groups than this run "
+                                  f"({one_line(err)[:120]}): a run trained before optim.late_start_schedule existed "
+                                  "resumes with --optim.late_start_schedule false, or start over with --overwrite"
+                                  ) from None
         tensors = _read_process_file(ckpt, self.accelerator.process_index)
         self.state.load_state_dict(data["state"], tensors)
         self.saved_at = self.state.step

@@ -75,6 +75,10 @@ class OptimConfig(Config):
     # costs about half a full step), so the encoder finds the object before reconstruction and the KL start; needs
     # model.loss.contrastive on contrastive_input "tokens". 0: every step trains everything
     contrastive_warmup_steps: int = 0
+    # with contrastive_warmup_steps > 0: the parameters the warm-up leaves untrained (RSSM, decoder) get their own
+    # warm-up and cosine over the steps after it; false: they join the run's cosine where it is (at its low tail
+    # after a long warm-up, so the decoder learns slowly)
+    late_start_schedule: bool = True
 
     def validate(self) -> None:
         self.check(integer, "batch_size", "grad_accum", "max_steps")

@@ -148,7 +148,7 @@ def _train(accelerator, cfg: TrainConfig, resume: bool | str | os.PathLike, star
     if cfg.init_from is not None:
         load_weights_into(model, cfg.init_from)
         accelerator.print(f"warm start from {cfg.init_from}")
-    optimizer, scheduler = make_optimizer(model, cfg.optim)
+    optimizer, scheduler = make_optimizer(model, cfg.optim, early=model.contrastive_warmup_parameters())
     # The scheduler is not prepared: Accelerate would step it once per process; it steps once per optimizer step.
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     window = MetricWindow(accelerator.device)
@@ -176,7 +176,10 @@ def _train(accelerator, cfg: TrainConfig, resume: bool | str | os.PathLike, star
                 else:
                     state.nonfinite = 0
                     unwrapped.update_ema()
-                    window.add(result.metrics, grad_norm=grad_norm, lr=torch.tensor(scheduler.get_last_lr()[0]))
+                    # the rates this step used: [encoder's groups..., the late-start groups (RSSM, decoder)...]
+                    lrs = [base * f(state.step - 1) for base, f in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+                    window.add(result.metrics, grad_norm=grad_norm, lr=torch.tensor(lrs[0]),
+                               **({"lr/world_model": torch.tensor(lrs[-1])} if len(lrs) > 2 else {}))
                 if state.step % cfg.log.every == 0 and window.ready():
                     _log_window(accelerator, window.reduce(accelerator), state.step, out, bar)
                     if collapse.check(window.last, state.step).collapsed and cfg.collapse.stop:

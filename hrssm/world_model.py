@@ -176,6 +176,12 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
         loss, metrics = self._contrastive(self._mean_tokens(tokens, views))
         return WorldModelOutput(loss, _detached({**metrics, "loss": loss}), None, None)
 
+    def contrastive_warmup_parameters(self) -> list[nn.Parameter]:
+        """The parameters `forward(contrastive_only=True)` trains: the encoder and the projector(s). The optimizer
+        gives the others a schedule that starts after the warm-up (`optim.late_start_schedule`)."""
+        modules = [m for m in (self.encoder, self.projector, self.sobel_projector) if m is not None]
+        return [p for m in modules for p in m.parameters()]
+
     @staticmethod
     def _mean_tokens(tokens: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
         """Patch tokens (B*T, N, W) of views (B, T, C, H, W) -> their mean per view (B, T, W), the contrastive input

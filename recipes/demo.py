@@ -11,8 +11,9 @@ differ by about 2x):
 4. evaluates it (hrssm.report.evaluate_model, as recipes/eval_probe.py): reconstructions of held-out test images
    against the mean-image floor; probes on the latents (bird by DFR as published, by DFR on half of validation,
    fit on train, by kNN; background), beside the same probes on a random-init model of the same config and on raw
-   pixels (the floors); then the same probes and floors for the global level alone (`encode(features="global")`,
-   from the same encoding pass; runs/demo/eval_global)
+   pixels (the floors); then the same probes and floors for the global level alone (`encode(features="global")`)
+   and for the encoder's mean patch token (`encode(features="tokens")`), from the same encoding pass
+   (runs/demo/eval_global, runs/demo/eval_tokens)
 5. prints the tables (worst-group / average / adjusted accuracy, mean ± std over probe seeds); runs/demo/report.md
    has them with the pictures (reconstructions, per-group accuracy bars, t-SNE of test latents); the export's
    model card gets the results (eval_results) and the pictures, and TensorBoard (runs/demo/logs) the pictures
@@ -41,6 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _say(msg: str) -> None:
     print(f"      {msg}", flush=True)
+
+
+# the other features probed beside the latents, from the same encoding pass: name -> what the printout calls them
+ALSO = {"global": "The global level alone, [h, p(z)] (the latents without the local cells)",
+        "tokens": "The encoder's mean patch token (what SimCLR trains; the global posterior reads it)"}
 
 
 @cli_main
@@ -78,17 +84,16 @@ def main(argv: list[str] | None = None) -> int:
         intro += ["Training views at the last logged step: per sample, input views | reconstructions | prior "
                   "imagination from the first state (no-op actions):", "",
                   f"![training views]({images[-1].relative_to(out)})", ""]
-    ev = evaluate_model(model, data, out, report_intro=intro, also=("global",),
+    ev = evaluate_model(model, data, out, report_intro=intro, also=tuple(ALSO),
                         extra_json={"train_steps": result.step, "train_metrics": result.metrics}, progress=_say)
-    glob = ev.also["global"]
 
     add_evaluation(result.export_dir, json.loads((out / "eval.json").read_text()), out, data=str(data))
     log_pictures_to_run(out, {f"eval/{Path(f).stem}": out / f for f in ev.pictures.values()}, result.step)
 
     print("[5/5] results\n\n" + ev.table + "\n")
-    print(f"The global level alone, [h, p(z)] (`encode(features=\"global\")`: the latents without the local cells; "
-          f"{out / 'eval_global'}), same probes and splits:\n\n{floors_table(glob.floors)}\n\n"
-          f"Bird, DFR worst group: {glob.margin:+.3f} over the best floor.\n")
+    for name, other in ev.also.items():
+        print(f"{ALSO[name]} (`encode(features=\"{name}\")`; {out / f'eval_{name}'}), same probes and splits:\n\n"
+              f"{floors_table(other.floors)}\n\nBird, DFR worst group: {other.margin:+.3f} over the best floor.\n")
     print(f"report: {out / 'report.md'}   pictures: {', '.join(ev.pictures.values())} in {out}/")
     print(f"main job done in {time.perf_counter() - start:.0f} s")
     return 0

@@ -29,6 +29,9 @@ def test_main_job_trains_exports_probes_and_reports(synthetic_disk, tmp_path, ca
     assert "The global level alone, [h, p(z)]" in printed  # and its own floors, probed on the same features
     glob = json.loads((out / "eval_global" / "eval.json").read_text())
     assert glob["model_features"] == "global" and "random init (same config, seed 0)" in glob["features"]
+    assert "The encoder's mean patch token" in printed  # the third export, from the same encoding pass
+    tokens = json.loads((out / "eval_tokens" / "eval.json").read_text())
+    assert tokens["model_features"] == "tokens" and "random init (same config, seed 0)" in tokens["features"]
     # a second run reuses the finished training instead of starting over
     assert demo.main(args) == 0
     assert "resumed from" in capsys.readouterr().out

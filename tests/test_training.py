@@ -130,6 +130,8 @@ def test_contrastive_warmup_trains_the_encoder_first_then_the_whole_world_model(
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all("contrastive_loss" in r for r in rows)
     assert [("recon_loss" in r, "kl_global_raw" in r) for r in rows] == [(False, False)] * 2 + [(True, True)] * 2
+    # the RSSM and decoder's own schedule (optim.late_start_schedule) starts with them
+    assert [r["lr/world_model"] > 0 for r in rows] == [False, False, True, True]
     weights = {step: load_file(path / "model.safetensors") for step, path in checkpoints(out / "checkpoints")}
 
     def moved(a: int, b: int) -> set[str]:
@@ -137,6 +139,48 @@ def test_contrastive_warmup_trains_the_encoder_first_then_the_whole_world_model(
 
     assert moved(1, 2) == {"encoder", "projector"}  # a warm-up step: the RSSM and decoder stay as they were
     assert {"encoder", "projector", "rssm", "decoder"} <= moved(2, 3)
+
+
+def test_after_a_contrastive_warmup_the_rssm_and_decoder_get_a_schedule_of_their_own():
+    from hrssm.optim import make_optimizer
+
+    cfg = TrainConfig.load(BASE_CONFIG, ["--optim.warmup_steps", "10", "--optim.contrastive_warmup_steps", "60",
+                                         "--optim.max_steps", "100", "--model.loss.contrastive", "simclr",
+                                         "--model.loss.contrastive_input", "tokens"])
+    model = WorldModel(cfg.model_config())
+    early = model.contrastive_warmup_parameters()
+    optimizer, scheduler = make_optimizer(model, cfg.optim, early=early)
+    early_ids = {id(p) for p in early}
+    late_ids = {id(p) for g in optimizer.param_groups[2:] for p in g["params"]}
+    assert early_ids == {id(p) for g in optimizer.param_groups[:2] for p in g["params"]}
+    assert late_ids == {id(p) for p in model.parameters()} - early_ids
+    assert all(id(p) in late_ids for p in [*model.rssm.parameters(), *model.decoder.parameters()])
+    lrs = []
+    for _ in range(100):
+        lrs.append(scheduler.get_last_lr())
+        optimizer.step()
+        scheduler.step()
+    peak, low = cfg.optim.lr, cfg.optim.lr * cfg.optim.min_lr_ratio
+    assert [lr[2] for lr in lrs[:60]] == [0.0] * 60  # not trained yet: no weight decay either
+    assert lrs[59][0] < 0.5 * peak  # the run's cosine is past its middle when the world model starts ...
+    assert max(lr[2] for lr in lrs[60:]) == pytest.approx(peak)  # ... the late groups warm up to the peak (8 steps)
+    assert lrs[68][2] == pytest.approx(peak) and lrs[-1][2] > low and lrs[-1][0] > low
+    plain = TrainConfig.load(BASE_CONFIG, ["--optim.contrastive_warmup_steps", "60", "--optim.max_steps", "100",
+                                           "--optim.late_start_schedule", "false", "--model.loss.contrastive",
+                                           "simclr", "--model.loss.contrastive_input", "tokens"]).optim
+    optimizer, _ = make_optimizer(model, plain, early=early)
+    assert len(optimizer.param_groups) == 2  # one schedule for every parameter
+
+
+def test_resuming_a_run_with_the_other_schedule_layout_says_which_setting_to_use(synthetic_disk, tmp_path):
+    from hrssm.checkpoint import CheckpointError
+
+    out = tmp_path / "run"
+    args = ("--optim.contrastive_warmup_steps", "1", "--optim.max_steps", "3", "--checkpoint.every", "2",
+            "--model.loss.contrastive", "simclr", "--model.loss.contrastive_input", "tokens")
+    train(_cfg(synthetic_disk, out, *args, "--optim.late_start_schedule", "false"))  # one schedule: 2 groups
+    with pytest.raises(CheckpointError, match="--optim.late_start_schedule false"):
+        train(_cfg(synthetic_disk, out, *args), resume=True)
 
 
 def test_collapse_watch_counts_its_warmup_from_the_end_of_the_contrastive_warmup():
