@@ -64,26 +64,31 @@ def test_tool_finds_the_background_and_writes_its_table(synthetic_disk, tmp_path
 
 def test_tool_trains_the_configs_encoder_at_its_image_size(synthetic_disk, tmp_path, capsys):
     tool = load_tool("supervised_reference")
-    assert tool.main(["--data", str(synthetic_disk), "--config", "recipes/configs/demo.yaml", "--steps", "2",
+    assert tool.main(["--data", str(synthetic_disk), "--config", "recipes/configs/demo_rgb32.yaml", "--steps", "2",
                       "--batch-size", "8", "--seeds", "1", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "supervised_reference.json").read_text())
-    assert result["arch"] == "encoder" and result["image_size"] == 32 and "demo's encoder" in result["network"]
+    assert result["arch"] == "encoder" and result["image_size"] == 32 and "demo_rgb32's encoder" in result["network"]
     # the synthetic twin: the bird's accuracy split by palette too, on the same scored half
     assert len(result["palette"]) == 1 and set(result["palette"][0]) == set(PALETTE_KEYS)
     assert result["palette"][0]["acc_wg"] == result["runs"][0]["acc_wg"]
     assert "| own-palette birds | other-palette birds (" in capsys.readouterr().out
-    assert tool.main(["--data", str(synthetic_disk), "--config", "recipes/configs/demo.yaml", "--steps", "1",
+    assert tool.main(["--data", str(synthetic_disk), "--config", "recipes/configs/demo_rgb32.yaml", "--steps", "1",
                       "--batch-size", "4", "--seeds", "1", "--out", str(tmp_path), "--twin-seed", "1"]) == 0
     assert "palette" not in json.loads((tmp_path / "supervised_reference.json").read_text())
     assert "(not the synthetic twin of seed 1: no palette split)" in capsys.readouterr().out
     assert tool.main(["--data", str(synthetic_disk), "--image-size", "64", "--out", str(tmp_path)]) == 2
     assert "--image-size is for --arch cnn" in capsys.readouterr().err
     # config overrides, as hrssm-train takes them: the encoder at another input size and patch size
-    assert tool.main(["--data", str(synthetic_disk), "--config", "recipes/configs/demo.yaml", "--steps", "1",
+    assert tool.main(["--data", str(synthetic_disk), "--config", "recipes/configs/demo_rgb32.yaml", "--steps", "1",
                       "--batch-size", "4", "--seeds", "1", "--out", str(tmp_path), "--model.image_size", "64",
                       "--model.encoder.patch_size", "8"]) == 0
     result = json.loads((tmp_path / "supervised_reference.json").read_text())
     assert result["image_size"] == 64 and "patch 8" in result["network"]
+    # the main job's encoder: two streams (RGB and Sobel) at 64 px, one linear head on their concatenated tokens
+    assert tool.main(["--data", str(synthetic_disk), "--config", "recipes/configs/demo.yaml", "--steps", "1",
+                      "--batch-size", "4", "--seeds", "1", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "supervised_reference.json").read_text())
+    assert result["image_size"] == 64 and "width 256" in result["network"]
     assert tool.main(["--data", str(synthetic_disk), "--arch", "cnn", "--model.image_size", "64"]) == 2
     assert "are for --arch encoder" in capsys.readouterr().err
     assert tool.main(["--data", str(synthetic_disk), "--model.no_such_key", "1"]) == 2

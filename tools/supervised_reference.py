@@ -13,7 +13,7 @@ linear probe. `--arch cnn` is issue 12's small 4-layer CNN at --image-size. On t
 `--twin-seed`) the bird's accuracy is also split by palette, as tools/colour_vs_shape.py splits a probe's: birds
 coloured from their own class's palette, and from the other's (only the shape tells those). Prints the tables and
 writes supervised_reference.json to --out. Time per step of 128 images on a 2-core CPU (matmul ~120 GFLOP/s): ~0.5 s for
-the demo config's encoder at 32 px, ~0.57 s for it at 64 px with patch 8, ~1.7 s for the CNN at 64 px; 1500 steps a
+demo_rgb32.yaml's encoder at 32 px, ~0.57 s for it at 64 px with patch 8, ~1.7 s for the CNN at 64 px; 1500 steps a
 seed by default.
 """
 
