@@ -21,14 +21,13 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig, early: Iterable[nn.Parame
     gets a schedule of its own that starts when it starts training (`late_start_lambda`), instead of joining the
     run's cosine at its low tail; the early ones keep the run's schedule."""
     late_start = cfg.late_start_schedule and cfg.contrastive_warmup_steps > 0 and early is not None
-    early_ids = {id(p) for p in early} if late_start else set()
-    groups = []
-    for is_early in ((True, False) if late_start else (True,)):
-        decay, no_decay = [], []
-        for p in model.parameters():
-            if p.requires_grad and (not late_start or (id(p) in early_ids) == is_early):
-                (decay if p.ndim >= 2 else no_decay).append(p)
-        groups += [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if late_start:
+        early_ids = {id(p) for p in early}
+        parts = [[p for p in trainable if id(p) in early_ids], [p for p in trainable if id(p) not in early_ids]]
+    else:
+        parts = [trainable]
+    groups = [group for part in parts for group in _decay_groups(part, cfg.weight_decay)]
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
     schedule = lr_lambda(cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
     if late_start:
@@ -36,6 +35,12 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig, early: Iterable[nn.Parame
         schedule = [schedule, schedule, late, late]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     return optimizer, scheduler
+
+
+def _decay_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict]:
+    """Two AdamW parameter groups of `params`: matrices with weight decay, biases and norms without."""
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
 
 
 def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
