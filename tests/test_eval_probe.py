@@ -8,7 +8,7 @@ import torch
 from huggingface_hub import ModelCard
 from recipes_loader import load_recipe, load_tool
 
-from hrssm import ModelConfig, WorldModel, export
+from hrssm import ModelConfig, WorldModel, export, load_world_model
 from hrssm.data import load_waterbirds, preprocess, synthetic
 from hrssm.encoder import FEATURE_SHORT_NAMES, FEATURES
 from hrssm.evaluation import (
@@ -190,6 +190,36 @@ def test_probe_parts_probes_each_part_of_the_features_beside_the_random_init(exp
     assert np.array_equal(tool.part_features(enc, "latents + tokens"), np.concatenate([latents, enc["tokens"]], 1))
     with pytest.raises(ValueError, match="without a local level has no s"):
         tool.part_features(enc, "s")
+
+
+def test_recon_quality_measures_psnr_over_the_mean_image_on_the_split_asked_for(export_dir, synthetic_disk, tmp_path,
+                                                                               capsys):
+    tool = load_tool("recon_quality")
+    assert tool.main(["--model", str(export_dir), "--data", str(synthetic_disk), "--split", "validation",
+                      "--images", "6", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "recon_quality.json").read_text())
+    assert (result["split"], result["images"]) == ("validation", 6)
+    metrics = result["models"][str(export_dir)]
+    # by hand: the first 6 validation images encoded once, decoded, against the images and against their mean
+    model = load_world_model(export_dir)
+    images = load_waterbirds(synthetic_disk, "validation", **model.cfg.preprocessing())[:6]["image"]
+    target = preprocess(images, **model.cfg.preprocessing())
+    with torch.no_grad():
+        lat = model.encode_latents(images)
+        recon = model.decode(lat["h"], lat["z"], lat["s"])
+
+    def psnr(pred):
+        return float((-10 * torch.log10((pred - target).pow(2).flatten(1).mean(1))).mean())
+
+    assert metrics["psnr"] == pytest.approx(psnr(recon), abs=1e-4)
+    assert metrics["psnr_gain"] == pytest.approx(psnr(recon) - psnr(target.mean(0, keepdim=True)), abs=1e-4)
+    assert f"| {export_dir} | {metrics['recon_std_ratio']:.3f} | {metrics['psnr']:.3f} |" in capsys.readouterr().out
+
+    no_decoder = tmp_path / "no_decoder"
+    export(WorldModel(ModelConfig.preset("tiny", image_size=32, rssm={"local_grid": 2},
+                                         loss={"objective": "latent_prediction"})), no_decoder)
+    assert tool.main(["--model", str(no_decoder), "--data", str(synthetic_disk), "--out", str(tmp_path)]) == 2
+    assert "has no pixel decoder" in capsys.readouterr().err
 
 
 def test_colour_vs_shape_splits_the_probe_by_palette_and_refuses_data_that_is_not_the_twin(
