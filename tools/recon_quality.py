@@ -12,12 +12,11 @@ Prints a table, writes recon_quality.json to --out.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from hrssm.cli import cli_main
-from hrssm.commands import add_data_arguments
+from hrssm.commands import model_and_data_parser
 
 KEYS = ("recon_std_ratio", "psnr", "psnr_mean_image", "psnr_gain", "seam_ratio")
 
@@ -44,14 +43,9 @@ def table(results: dict[str, dict[str, float]]) -> str:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
-    p.add_argument("--model", required=True, nargs="+", help="export folders, run folders or hub repo ids")
-    add_data_arguments(p)
+    p = model_and_data_parser(__doc__, many_models=True)
     p.add_argument("--split", default="validation", choices=("train", "validation", "test"))
     p.add_argument("--images", type=int, default=1024, help="how many images of the split (the first ones)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--out", default="recon_quality", help="folder for recon_quality.json")
     args = p.parse_args(argv)
     if args.images < 1:
@@ -62,13 +56,14 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, dict[str, float]] = {}
     for source in args.model:
-        model = load_world_model(source, device=args.device)
+        model = load_world_model(source, device=args.device, revision=args.revision)
         ds = load_waterbirds(args.data, args.split, revision=args.data_revision, **model.cfg.preprocessing())
         results[source] = recon_quality(model, ds, args.images, args.batch_size)
-    print(f"reconstruction of the first {args.images} {args.split} images")
+    images = min(args.images, len(ds))  # the split may hold fewer than --images
+    print(f"reconstruction of the first {images} {args.split} images")
     print(table(results))
     out = atomic_write_json(Path(args.out) / "recon_quality.json",
-                            {"split": args.split, "images": args.images, "models": results})
+                            {"split": args.split, "images": images, "models": results})
     print(f"wrote {out}")
     return 0
 

@@ -21,12 +21,15 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-def model_and_data_parser(description: str | None) -> argparse.ArgumentParser:
-    """The arguments of the commands that read an export and a dataset: --model, --revision, --data,
-    --data-revision, --device, --batch-size."""
+def model_and_data_parser(description: str | None, many_models: bool = False) -> argparse.ArgumentParser:
+    """The arguments of the commands that read an export (`many_models`: one or more) and a dataset: --model,
+    --revision, --data, --data-revision, --device, --batch-size."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
-    p.add_argument("--model", required=True, help="export folder, run folder or hub repo id")
+    if many_models:
+        p.add_argument("--model", required=True, nargs="+", help="export folders, run folders or hub repo ids")
+    else:
+        p.add_argument("--model", required=True, help="export folder, run folder or hub repo id")
     p.add_argument("--revision", default=None, help="the hub repo's branch, tag or commit (a repo id only)")
     add_data_arguments(p)
     p.add_argument("--device", default="cpu")
