@@ -83,15 +83,22 @@ class ViTEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (N, C, H, W) -> global embedding (N, D) (CLS or mean patch token, `cfg.pool`), patch tokens
-        (N, P, D)."""
+        (N, P, D). H = W = the model's image size, or another multiple of the patch size (e.g. the contrastive
+        warm-up's smaller views, `optim.contrastive_warmup_image_size`): the positions then cover the same image."""
         x = self.patch_embed(self.input_filter(images))  # (N, D, H / p, W / p)
-        x = x.flatten(2).transpose(1, 2) + self.pos_embed  # (N, P, D), row-major patches
+        x = x.flatten(2).transpose(1, 2) + self._positions(x.shape[-1])  # (N, P, D), row-major patches
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)
         tokens = x[:, 1:]
         return (x[:, 0] if self.cfg.pool == "cls" else tokens.mean(1)), tokens
+
+    def _positions(self, grid: int) -> torch.Tensor:
+        """(1, grid * grid, D) positions of a grid x grid token layout over the whole image."""
+        if grid == self.grid:
+            return self.pos_embed
+        return sincos_pos_embed_2d(self.cfg.width, grid, span=self.grid)[None].to(self.pos_embed)
 
 
 class TwoStreamEncoder(nn.Module):

@@ -79,10 +79,14 @@ class OptimConfig(Config):
     # warm-up and cosine over the steps after it; false: they join the run's cosine where it is (at its low tail
     # after a long warm-up, so the decoder learns slowly)
     late_start_schedule: bool = True
+    # side in pixels of the views the contrastive warm-up trains on (a multiple of the patch size; 0: the model's
+    # image_size): smaller views cost about (size / image_size)^2 of a warm-up step, and an encoder trained on
+    # random crops at a lower size reads full images at a higher one well (FixRes, Touvron et al. 2019)
+    contrastive_warmup_image_size: int = 0
 
     def validate(self) -> None:
         self.check(integer, "batch_size", "grad_accum", "max_steps")
-        self.check(integer, "warmup_steps", "contrastive_warmup_steps", low=0)
+        self.check(integer, "warmup_steps", "contrastive_warmup_steps", "contrastive_warmup_image_size", low=0)
         if self.contrastive_warmup_steps >= self.max_steps:
             raise ConfigError(f"{self.key('contrastive_warmup_steps')}={self.contrastive_warmup_steps} must be below "
                               f"{self.key('max_steps')}={self.max_steps}: the world model trains after the warm-up")
@@ -208,6 +212,11 @@ class TrainConfig(Config):
                               f"{loss.contrastive!r}, contrastive_input={loss.contrastive_input!r}: set "
                               "model.loss.contrastive=simclr (or barlow) and model.loss.contrastive_input=tokens, or "
                               "optim.contrastive_warmup_steps=0")
+        size, patch = self.optim.contrastive_warmup_image_size, model_cfg.encoder.patch_size
+        if size and (size > model_cfg.image_size or size % patch):
+            raise ConfigError(f"optim.contrastive_warmup_image_size={size} must be a multiple of "
+                              f"model.encoder.patch_size={patch} no larger than model.image_size="
+                              f"{model_cfg.image_size} (0: the model's size)")
         if self.views.action_dim != action_dim:
             raise ValueError(f"views.action_dim={self.views.action_dim} differs from the model's action_dim "
                              f"{action_dim}: set both")

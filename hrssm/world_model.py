@@ -142,7 +142,7 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
         contrastive_only: the encoder and projector on the contrastive term alone, no RSSM, no decoder (the encoder
         warm-up, `optim.contrastive_warmup_steps`; its output has no trajectory).
         """
-        self._check_inputs(views, actions)
+        self._check_inputs(views, actions, any_size=contrastive_only)
         if contrastive_only:
             return self._forward_contrastive(views)
         self._warn_if_single_step(views.shape[1])
@@ -287,9 +287,14 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
                           "(mode 'augment')", stacklevel=3)
             self._warned_single_step = True
 
-    def _check_inputs(self, views: torch.Tensor, actions: torch.Tensor) -> None:
+    def _check_inputs(self, views: torch.Tensor, actions: torch.Tensor, any_size: bool = False) -> None:
+        """any_size: square views of any multiple of the patch size up to image_size are fine (the encoder alone
+        reads them: the contrastive warm-up)."""
         c = self.cfg
         want = (c.channels, c.image_size, c.image_size)
+        size = views.shape[-1] if views.ndim == 5 else 0
+        if any_size and 0 < size <= c.image_size and size % c.encoder.patch_size == 0:
+            want = (c.channels, size, size)
         if views.ndim != 5 or tuple(views.shape[2:]) != want:
             raise ValueError(f"views must be (B, T, {want[0]}, {want[1]}, {want[2]}) for this model "
                              f"(image_size={c.image_size}), got {tuple(views.shape)}; preprocess images with "

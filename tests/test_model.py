@@ -190,6 +190,37 @@ def test_contrastive_only_step_trains_the_encoder_and_projector_alone():
         WorldModel(_tiny())(views, actions, contrastive_only=True)
 
 
+def test_contrastive_only_step_reads_smaller_views_and_full_steps_refuse_them():
+    """The contrastive warm-up's smaller views (optim.contrastive_warmup_image_size): the encoder alone reads
+    them, with positions that cover the whole image; the world model's steps keep the model's size."""
+    model = WorldModel(_tiny(64, encoder={"input_filter": "rgb+sobel", "stem": "conv", "width": 256},
+                             loss={"contrastive": "simclr", "contrastive_input": "tokens"}))
+    views, actions = _inputs(model.cfg, b=4, t=2)
+    small = views[..., ::2, ::2]  # (4, 2, 3, 32, 32): a 4x4 token grid instead of 8x8
+    out = model(small, actions, contrastive_only=True)
+    out.loss.backward()
+    assert out.loss.isfinite()
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in model.encoder.parameters())
+    _, tokens = model.encoder(small.flatten(0, 1))
+    assert tokens.shape == (8, 16, 256)
+    with pytest.raises(ValueError, match=r"views must be \(B, T, 3, 64, 64\)"):
+        model(small, actions)
+    with pytest.raises(ValueError, match=r"views must be \(B, T, 3, 64, 64\)"):
+        model(views[..., :36, :36], actions, contrastive_only=True)  # not a multiple of the patch size
+
+
+def test_positions_of_a_smaller_grid_are_those_of_the_same_image_points():
+    from vit_decoder.layers import sincos_pos_embed_2d
+
+    torch.testing.assert_close(sincos_pos_embed_2d(16, 8, span=8), sincos_pos_embed_2d(16, 8), rtol=0, atol=0)
+    small = sincos_pos_embed_2d(16, 4, span=8).reshape(4, 4, 16)
+    omega = 1.0 / 10000 ** (torch.arange(4, dtype=torch.float64) / 4)
+    # token (row 0, column 1) of a 4x4 grid covers patches 2-3 of the 8x8 grid: its centre is at x = 2.5, y = 0.5
+    want_x = torch.cat([(2.5 * omega).sin(), (2.5 * omega).cos()]).float()
+    want_y = torch.cat([(0.5 * omega).sin(), (0.5 * omega).cos()]).float()
+    torch.testing.assert_close(small[0, 1], torch.cat([want_x, want_y]))
+
+
 def test_contrastive_needs_two_views():
     model = WorldModel(_tiny(loss={"contrastive": "simclr"}))
     with pytest.raises(ValueError, match="at least 2 views"), warnings.catch_warnings():

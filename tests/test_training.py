@@ -44,6 +44,9 @@ def _cfg(data, out, *extra):
     (["--optim.lr"], "needs a value"),
     (["--optim.contrastive_warmup_steps", "2"], "model.loss.contrastive='none'"),
     (["--optim.contrastive_warmup_steps", "1200"], "optim.contrastive_warmup_steps=1200 must be below"),
+    (["--optim.contrastive_warmup_image_size", "36"], "optim.contrastive_warmup_image_size=36 must be a multiple of "
+                                                      "model.encoder.patch_size=8"),
+    (["--optim.contrastive_warmup_image_size", "72"], "no larger than model.image_size=64"),
 ])
 def test_bad_config_fails_before_training_naming_the_key(args, key, capsys):
     from recipes_loader import load_recipe
@@ -139,6 +142,24 @@ def test_contrastive_warmup_trains_the_encoder_first_then_the_whole_world_model(
 
     assert moved(1, 2) == {"encoder", "projector"}  # a warm-up step: the RSSM and decoder stay as they were
     assert {"encoder", "projector", "rssm", "decoder"} <= moved(2, 3)
+
+
+def test_the_contrastive_warmup_trains_on_views_of_its_own_size_then_the_world_model_on_full_ones(
+        synthetic_disk, tmp_path, monkeypatch):
+    seen = []
+    forward = WorldModel.forward
+
+    def spy(self, views, actions, **kwargs):
+        seen.append((tuple(views.shape[-2:]), kwargs["contrastive_only"]))
+        return forward(self, views, actions, **kwargs)
+
+    monkeypatch.setattr(WorldModel, "forward", spy)
+    cfg = _cfg(synthetic_disk, tmp_path / "run", "--optim.contrastive_warmup_steps", "2", "--optim.max_steps", "3",
+               "--optim.contrastive_warmup_image_size", "16", "--model.loss.contrastive", "simclr",
+               "--model.loss.contrastive_input", "tokens")
+    assert cfg.model_config().image_size == 32
+    train(cfg)
+    assert seen == [((16, 16), True)] * 2 + [((32, 32), False)]
 
 
 def test_after_a_contrastive_warmup_the_rssm_and_decoder_get_a_schedule_of_their_own():

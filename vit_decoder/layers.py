@@ -38,13 +38,19 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-def sincos_pos_embed_2d(dim: int, grid: int) -> torch.Tensor:
-    """Fixed 2D sin-cos position embedding (grid*grid, dim), rows then columns (MAE's layout)."""
+def sincos_pos_embed_2d(dim: int, grid: int, span: int | None = None) -> torch.Tensor:
+    """Fixed 2D sin-cos position embedding (grid*grid, dim), rows then columns (MAE's layout).
+
+    span: the grid the positions are measured in (default `grid`): a grid x grid layout of patch centres stretched
+    over span x span patches, so an image shown at another size gets the positions of the same image points (the
+    sin-cos counterpart of interpolating a learned position embedding)."""
     if dim % 4:
         raise ValueError(f"sin-cos position embedding needs a width divisible by 4, got {dim}")
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
-    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
-                            indexing="ij")
+    pos = torch.arange(grid, dtype=torch.float64)
+    if span is not None and span != grid:
+        pos = (pos + 0.5) * (span / grid) - 0.5  # patch centres, in units of the span grid's patches
+    ys, xs = torch.meshgrid(pos, pos, indexing="ij")
 
     def embed(pos: torch.Tensor) -> torch.Tensor:
         out = pos.reshape(-1, 1) * omega[None]
