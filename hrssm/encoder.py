@@ -78,6 +78,7 @@ class ViTEncoder(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         nn.init.normal_(self.cls_token, std=0.02)
         self.register_buffer("pos_embed", sincos_pos_embed_2d(cfg.width, self.grid)[None], persistent=False)
+        self._other_positions: dict[tuple, torch.Tensor] = {}  # (grid, device, dtype) -> positions of other sizes
         self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio, attention) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.width)
 
@@ -98,7 +99,11 @@ class ViTEncoder(nn.Module):
         """(1, grid * grid, D) positions of a grid x grid token layout over the whole image."""
         if grid == self.grid:
             return self.pos_embed
-        return sincos_pos_embed_2d(self.cfg.width, grid, span=self.grid)[None].to(self.pos_embed)
+        key = (grid, self.pos_embed.device, self.pos_embed.dtype)  # made once per size and device: no copy a step
+        if key not in self._other_positions:
+            self._other_positions[key] = sincos_pos_embed_2d(self.cfg.width, grid, span=self.grid)[None].to(
+                self.pos_embed)
+        return self._other_positions[key]
 
 
 class TwoStreamEncoder(nn.Module):

@@ -296,9 +296,11 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
         if any_size and 0 < size <= c.image_size and size % c.encoder.patch_size == 0:
             want = (c.channels, size, size)
         if views.ndim != 5 or tuple(views.shape[2:]) != want:
+            smaller = (f" (a contrastive-only step also takes square views of a multiple of "
+                       f"{c.encoder.patch_size} below it)" if any_size else "")
             raise ValueError(f"views must be (B, T, {want[0]}, {want[1]}, {want[2]}) for this model "
-                             f"(image_size={c.image_size}), got {tuple(views.shape)}; preprocess images with "
-                             f"hrssm.data.preprocess(images, {c.image_size})")
+                             f"(image_size={c.image_size}){smaller}, got {tuple(views.shape)}; preprocess images "
+                             f"with hrssm.data.preprocess(images, {c.image_size})")
         if actions.shape != (*views.shape[:2], c.action_dim):
             raise ValueError(f"actions must be (B, T, {c.action_dim}) = {(*views.shape[:2], c.action_dim)}, "
                              f"got {tuple(actions.shape)}")

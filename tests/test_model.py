@@ -205,8 +205,10 @@ def test_contrastive_only_step_reads_smaller_views_and_full_steps_refuse_them():
     assert tokens.shape == (8, 16, 256)
     with pytest.raises(ValueError, match=r"views must be \(B, T, 3, 64, 64\)"):
         model(small, actions)
-    with pytest.raises(ValueError, match=r"views must be \(B, T, 3, 64, 64\)"):
+    with pytest.raises(ValueError, match=r"views must be \(B, T, 3, 64, 64\).*also takes square views of a multiple "
+                                         r"of 8 below it"):
         model(views[..., :36, :36], actions, contrastive_only=True)  # not a multiple of the patch size
+    assert model.encoder.rgb._positions(4) is model.encoder.rgb._positions(4)  # made once, not every step
 
 
 def test_positions_of_a_smaller_grid_are_those_of_the_same_image_points():

@@ -44,9 +44,13 @@ def _cfg(data, out, *extra):
     (["--optim.lr"], "needs a value"),
     (["--optim.contrastive_warmup_steps", "2"], "model.loss.contrastive='none'"),
     (["--optim.contrastive_warmup_steps", "1200"], "optim.contrastive_warmup_steps=1200 must be below"),
-    (["--optim.contrastive_warmup_image_size", "36"], "optim.contrastive_warmup_image_size=36 must be a multiple of "
-                                                      "model.encoder.patch_size=8"),
-    (["--optim.contrastive_warmup_image_size", "72"], "no larger than model.image_size=64"),
+    (["--optim.contrastive_warmup_image_size", "32"], "but optim.contrastive_warmup_steps=0: set both"),
+    (["--optim.contrastive_warmup_image_size", "36", "--optim.contrastive_warmup_steps", "2",
+      "--model.loss.contrastive", "simclr", "--model.loss.contrastive_input", "tokens"],
+     "optim.contrastive_warmup_image_size=36 must be a multiple of model.encoder.patch_size=8"),
+    (["--optim.contrastive_warmup_image_size", "72", "--optim.contrastive_warmup_steps", "2",
+      "--model.loss.contrastive", "simclr", "--model.loss.contrastive_input", "tokens"],
+     "no larger than model.image_size=64"),
 ])
 def test_bad_config_fails_before_training_naming_the_key(args, key, capsys):
     from recipes_loader import load_recipe
