@@ -213,9 +213,6 @@ class TrainConfig(Config):
                               "model.loss.contrastive=simclr (or barlow) and model.loss.contrastive_input=tokens, or "
                               "optim.contrastive_warmup_steps=0")
         size, patch = self.optim.contrastive_warmup_image_size, model_cfg.encoder.patch_size
-        if size and not self.optim.contrastive_warmup_steps:
-            raise ConfigError(f"optim.contrastive_warmup_image_size={size} sizes the views of the contrastive "
-                              "warm-up, but optim.contrastive_warmup_steps=0: set both, or the size to 0")
         if size and (size > model_cfg.image_size or size % patch):
             raise ConfigError(f"optim.contrastive_warmup_image_size={size} must be a multiple of "
                               f"model.encoder.patch_size={patch} no larger than model.image_size="

@@ -44,7 +44,6 @@ def _cfg(data, out, *extra):
     (["--optim.lr"], "needs a value"),
     (["--optim.contrastive_warmup_steps", "2"], "model.loss.contrastive='none'"),
     (["--optim.contrastive_warmup_steps", "1200"], "optim.contrastive_warmup_steps=1200 must be below"),
-    (["--optim.contrastive_warmup_image_size", "32"], "but optim.contrastive_warmup_steps=0: set both"),
     (["--optim.contrastive_warmup_image_size", "36", "--optim.contrastive_warmup_steps", "2",
       "--model.loss.contrastive", "simclr", "--model.loss.contrastive_input", "tokens"],
      "optim.contrastive_warmup_image_size=36 must be a multiple of model.encoder.patch_size=8"),
