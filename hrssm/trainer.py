@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from ._torch import eval_mode
 from .checkpoint import Checkpointer
 from .config import ModelConfig
-from .data import ViewCollator, load_waterbirds, preprocess, resize_views, views_from_base
+from .data import ViewCollator, load_waterbirds, preprocess, resize_center_crop, views_from_base
 from .diagnostics import CollapseReport, diagnose_collapse
 from .errors import ConfigError, HrssmError
 from .export import export, load_weights_into
@@ -358,7 +358,7 @@ def _optimizer_steps(accelerator, model, forward, optimizer, scheduler, loader, 
                 views, actions = _step_inputs(batch, cfg)
                 warmup = state.step < cfg.optim.contrastive_warmup_steps
                 if warmup and cfg.optim.contrastive_warmup_image_size:
-                    views = resize_views(views, cfg.optim.contrastive_warmup_image_size)
+                    views = resize_center_crop(views, cfg.optim.contrastive_warmup_image_size)  # square: a plain resize
                 result = forward(views, actions, mean_image=mean_image, contrastive_only=warmup)
                 accelerator.backward(result.loss)
                 if not accelerator.sync_gradients:

@@ -29,7 +29,7 @@ from .augment import N_EXTRA, N_PARAMS, augment, reference_augment
 from .preprocess import _to_float, check_pixel_range, uint8_batch
 
 __all__ = ["ViewCollator", "ViewConfig", "augment", "edit_sequence", "edit_views", "make_views", "reference_augment",
-           "resize_views", "view_uniforms", "views_from_base"]
+           "view_uniforms", "views_from_base"]
 
 
 @dataclass
@@ -155,16 +155,6 @@ def views_from_base(batch: dict[str, torch.Tensor], cfg: ViewConfig, chunk: int 
     else:
         views = _float_pixels(images).unsqueeze(1).repeat(1, cfg.num_views, 1, 1, 1)
     return views, batch["actions"]
-
-
-def resize_views(views: torch.Tensor, size: int) -> torch.Tensor:
-    """Views (B, T, C, S, S) -> (B, T, C, size, size), antialiased bilinear (the contrastive warm-up's smaller
-    views, `optim.contrastive_warmup_image_size`); the same tensor when S == size."""
-    if views.shape[-1] == size:
-        return views
-    flat = torch.nn.functional.interpolate(views.flatten(0, 1), size=(size, size), mode="bilinear",
-                                           align_corners=False, antialias=True)
-    return flat.unflatten(0, views.shape[:2])
 
 
 class ViewCollator:
