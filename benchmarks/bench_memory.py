@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Expected accelerator memory of a training step per batch size, computed from measurements on the CPU.
 
-    python benchmarks/bench_memory.py                          # base preset, 224, T = 4, bf16; measured at B = 1, 2
-    python benchmarks/bench_memory.py --precision fp32 --batches 1 2 --predict 8 16 32 64 128
+    python benchmarks/bench_memory.py                          # base preset, 224, T = 4, bf16; measured at B = 2, 3
+    python benchmarks/bench_memory.py --precision fp32 --batches 2 3 --predict 8 16 32 64 128
 
 A training step (forward + backward + AdamW, autocast as on a GPU) runs under a dispatch mode that follows every
 tensor it allocates until the tensor is freed. The peak of the live bytes during forward + backward (activations,
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--views", type=int, default=4, help="T")
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="autocast as the GPU run uses")
-    p.add_argument("--batches", type=int, nargs=2, default=[1, 2], help="the two batch sizes measured")
+    p.add_argument("--batches", type=int, nargs=2, default=[2, 3],
+                   help="the two batch sizes measured (2 or more: SimCLR tells the images of a batch apart)")
     p.add_argument("--predict", type=int, nargs="+", default=[8, 16, 32, 64, 128])
     p.add_argument("--out", default="benchmarks/results/bench_memory.json")
     args = p.parse_args(argv)

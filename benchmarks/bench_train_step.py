@@ -37,7 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from hrssm._config_utils import merge
 from hrssm.commands.config_args import model_overrides
 from hrssm.config import ModelConfig, decoder_config
-from hrssm.encoder import ViTEncoder
+from hrssm.encoder import build_encoder
 from hrssm.world_model import WorldModel
 from vit_decoder import ViTDecoder
 
@@ -56,7 +56,7 @@ class PlainAutoencoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         width = cfg.encoder.width
-        self.encoder = ViTEncoder(cfg.image_size, cfg.encoder, cfg.channels, cfg.attention)
+        self.encoder = build_encoder(cfg.image_size, cfg.encoder, cfg.channels, cfg.attention)
         self.decoder = ViTDecoder(decoder_config(cfg, token_dim=width, latent_grid=cfg.patch_grid, context_dim=width))
 
     def forward(self, views: torch.Tensor, actions: torch.Tensor):

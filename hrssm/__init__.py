@@ -2,7 +2,7 @@
 
     from hrssm import ModelConfig, WorldModel
     model = WorldModel(ModelConfig.preset("tiny"))        # 64x64; "base" for 224x224
-    out = model(views, actions)                             # views (B, T, 3, H, W) in [-0.5, 0.5]
+    out = model(views, actions)                             # views (B, T >= 2, 3, H, W) in [-0.5, 0.5]
     out.loss.backward(); out.metrics["recon_std_ratio"]
     enc = hrssm.load("runs/demo/export"); feats = enc.encode(images)   # (B, D) features of a trained model
 

@@ -262,19 +262,38 @@ def decoder_config(cfg: ModelConfig, token_dim: int, latent_grid: int, context_d
                             attention=cfg.attention, conv_channels=d.conv_channels)
 
 
+def _object_encoder(patch_size: int, stream_width: int, depth: int, heads: int) -> EncoderConfig:
+    """The encoder that finds the object (issue 12, docs/studies/README.md): two streams of `stream_width`, one on
+    RGB and one on the luma's Sobel gradients, each behind a convolutional stem, pooled by the mean patch token."""
+    return EncoderConfig(patch_size=patch_size, width=2 * stream_width, depth=depth, heads=heads, stem="conv",
+                         pool="mean", input_filter="rgb+sobel")
+
+
+def _simclr_on_tokens(scale: float) -> LossConfig:
+    """Reconstruction + SimCLR between the views on each stream's mean patch token, at temperature 0.2. `scale`
+    lifts SimCLR's gradient to the encoder to the order of reconstruction's (~5e4 x smaller at scale 1 on `tiny`)."""
+    return LossConfig(contrastive="simclr", contrastive_input="tokens", contrastive_scale=scale,
+                      simclr_temperature=0.2)
+
+
 def _tiny() -> ModelConfig:
+    """64 px, patch 8 (8x8 tokens), 2 encoder blocks per stream, local grid 4x4: the main job's model."""
     return ModelConfig(
         image_size=64,
-        encoder=EncoderConfig(patch_size=8, width=128, depth=2, heads=4),
+        encoder=_object_encoder(patch_size=8, stream_width=128, depth=2, heads=4),
         rssm=RSSMConfig(deter=128, hidden=128, stoch=16, classes=16, local_grid=4, local_dim=64, local_hidden=128,
                         local_mixer_depth=1, local_heads=4),
         decoder=DecoderConfig(width=128, depth=2, heads=4),
+        loss=_simclr_on_tokens(2e4),
     )
 
 
 def _base() -> ModelConfig:
-    """224 px; the encoder is ViT-S/16 (patch 16, width 384, 12 blocks, 6 heads); MAE's decoder size."""
-    return ModelConfig(image_size=224, encoder=EncoderConfig(patch_size=16, width=384, depth=12, heads=6))
+    """224 px; each encoder stream is ViT-S/16 (patch 16, width 384, 12 blocks, 6 heads); MAE's decoder size.
+    SimCLR's scale gives it tiny's balance of gradients on the encoder (reconstruction sums ~12x the pixels):
+    `python tools/gradient_balance.py --preset base` suggests 2.6e6 (docs/studies/gradient_balance_base.json)."""
+    return ModelConfig(image_size=224, encoder=_object_encoder(patch_size=16, stream_width=384, depth=12, heads=6),
+                       loss=_simclr_on_tokens(2.5e6))
 
 
 PRESETS = {"tiny": _tiny, "base": _base}

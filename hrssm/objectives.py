@@ -59,12 +59,18 @@ def _standardize(x: torch.Tensor) -> torch.Tensor:
     return (x - x.mean(dim=0)) / (x.std(dim=0) + 1e-5)
 
 
+def _no_autocast(x: torch.Tensor) -> torch.autocast:
+    """A context where mixed precision is off on x's device: a loss's matmuls stay in x's (fp32) precision."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
 def barlow_twins_loss(a: torch.Tensor, b: torch.Tensor, off_diagonal_weight: float = 5e-3) -> torch.Tensor:
     """Barlow Twins on two batches of projections (N, D): the cross-correlation matrix pushed to identity."""
     if a.shape[0] < 2:
         raise ValueError("Barlow Twins needs a batch of at least 2")
     a, b = a.float(), b.float()
-    c = _standardize(a).T @ _standardize(b) / a.shape[0]
+    with _no_autocast(a):
+        c = _standardize(a).T @ _standardize(b) / a.shape[0]
     on = (torch.diagonal(c) - 1).pow(2).sum()
     off = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
     return on + off_diagonal_weight * off
@@ -84,7 +90,8 @@ def multiview_simclr_loss(x: torch.Tensor, temperature: float = 0.1) -> torch.Te
                          "optim.batch_size >= 2 and views.num_views >= 2")
     z = F.normalize(x.reshape(n * v, -1).float(), dim=-1)  # row i * v + j: view j of image i
     self_mask = torch.eye(n * v, dtype=torch.bool, device=z.device)
-    log_prob = (z @ z.T / temperature).masked_fill(self_mask, float("-inf")).log_softmax(dim=-1)
+    with _no_autocast(z):  # the similarities in fp32: bf16 keeps ~3 digits of cos / temperature
+        log_prob = (z @ z.T / temperature).masked_fill(self_mask, float("-inf")).log_softmax(dim=-1)
     image = torch.arange(n, device=z.device).repeat_interleave(v)
     positive = (image[:, None] == image[None, :]) & ~self_mask
     return -log_prob.masked_fill(~positive, 0.0).sum(dim=-1).div(v - 1).mean()

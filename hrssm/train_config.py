@@ -212,6 +212,15 @@ class TrainConfig(Config):
                               f"{loss.contrastive!r}, contrastive_input={loss.contrastive_input!r}: set "
                               "model.loss.contrastive=simclr (or barlow) and model.loss.contrastive_input=tokens, or "
                               "optim.contrastive_warmup_steps=0")
+        if loss.contrastive != "none" and self.views.num_views < 2:
+            raise ConfigError(f"model.loss.contrastive={loss.contrastive!r} (the presets' default) compares the views "
+                              f"of an image, but views.num_views={self.views.num_views}: use views.num_views >= 2 "
+                              "(mode augment), or model.loss.contrastive=none")
+        if loss.contrastive != "none" and self.views.mode == "edit":
+            raise ConfigError(f"views.mode=edit makes each view a concept edit of the one before, and "
+                              f"model.loss.contrastive={loss.contrastive!r} would pull those views together: the "
+                              "encoder would learn to ignore the very concept the actions edit. Set "
+                              "model.loss.contrastive=none for edit training")
         size, patch = self.optim.contrastive_warmup_image_size, model_cfg.encoder.patch_size
         if size and (size > model_cfg.image_size or size % patch):
             raise ConfigError(f"optim.contrastive_warmup_image_size={size} must be a multiple of "

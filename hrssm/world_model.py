@@ -140,7 +140,8 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
 
         The loss is the sum of `terms`: a new objective is one more method returning (weighted loss, metrics).
         contrastive_only: the encoder and projector on the contrastive term alone, no RSSM, no decoder (the encoder
-        warm-up, `optim.contrastive_warmup_steps`; its output has no trajectory).
+        warm-up, `optim.contrastive_warmup_steps`; its output has no trajectory). With T = 1 there is no contrastive
+        term (training refuses views.num_views < 2 with a contrastive loss: `TrainConfig.validate`).
         """
         self._check_inputs(views, actions, any_size=contrastive_only)
         if contrastive_only:
@@ -155,7 +156,7 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
             kl_terms.append(self._kl_term("local", traj.post_local, traj.prior_local, free_nats[1]))
         terms = kl_terms + [self._pixel_loss(views, recon, mean_image) if recon is not None
                             else self._latent_prediction(views, traj)]
-        if self.projector is not None:
+        if self.projector is not None and views.shape[1] > 1:  # one view per image: nothing to compare
             terms.append(self._contrastive(traj.z if self.cfg.loss.contrastive_input == "z"
                                            else self._mean_tokens(tokens, views)))
         loss = sum(term for term, _ in terms)
@@ -243,7 +244,8 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
         (`loss.contrastive_input`). A two-stream encoder's tokens: one loss per stream, summed (each stream is
         trained as if it were alone; `contrastive_loss/rgb`, `contrastive_loss/sobel`)."""
         if source.shape[1] < 2:
-            raise ValueError("loss.contrastive needs at least 2 views per image (views.num_views >= 2)")
+            raise ValueError(f"loss.contrastive={self.cfg.loss.contrastive!r} compares the views of an image, got "
+                             f"{source.shape[1]} per image: use views.num_views >= 2")
         if self.sobel_projector is None:
             con = self._contrastive_loss(self.projector(source))
             return self.cfg.loss.contrastive_scale * con, {"contrastive_loss": con}

@@ -36,6 +36,20 @@ ROOT = Path(__file__).resolve().parents[1]  # the repository
 BASE_CONFIG = ROOT / "recipes" / "configs" / "studies_base.yaml"  # 64 px, no contrastive term: the mechanics
 
 
+# the `tiny` preset before issue 12's recipe became its default: one RGB stream (a linear patch embedding, the CLS
+# token as the global embedding), no contrastive term. Tests of one mechanism vary one key of it.
+PLAIN_TINY = {"encoder": {"width": 128, "input_filter": "rgb", "stem": "patch", "pool": "cls"},
+              "loss": {"contrastive": "none"}}
+
+
+def plain_tiny(**overrides):
+    """`ModelConfig.preset("tiny")` with `PLAIN_TINY`, then `overrides` (nested dicts or values)."""
+    from hrssm._config_utils import merge
+    from hrssm.config import ModelConfig
+
+    return ModelConfig.preset("tiny", **merge(PLAIN_TINY, overrides))
+
+
 def tiny_run(data, out, *extra: str) -> list[str]:
     """`--section.key value` overrides of a small, fast training run on a synthetic fixture at 32x32 (6 steps, no
     trackers, no progress bar); `extra` comes last, so its keys win."""

@@ -31,7 +31,7 @@ def test_bench_train_step_runs(tmp_path):
 def test_bench_scaling_runs(tmp_path):
     out = tmp_path / "scaling.json"
     printed = _run("bench_scaling.py", "--preset", "tiny", "--sizes", "32", "64", "--views-list", "1", "2",
-                   "--views-size", "32", "--batch", "1", "--steps", "1", "--warmup", "0", "--out", str(out))
+                   "--views-size", "32", "--batch", "2", "--steps", "1", "--warmup", "0", "--out", str(out))
     data = json.loads(out.read_text())
     assert [r["size"] for r in data["by_size"]] == [32, 64] and [r["views"] for r in data["by_views"]] == [1, 2]
     assert "x pixels" in printed
@@ -40,7 +40,7 @@ def test_bench_scaling_runs(tmp_path):
 def test_bench_data_runs(tmp_path):
     out = tmp_path / "data.json"
     printed = _run("bench_data.py", "--sizes", "32", "--views", "2", "--batch", "4", "--repeats", "1",
-                   "--model-batch", "1", "--model-steps", "1", "--out", str(out))
+                   "--model-batch", "2", "--model-steps", "1", "--out", str(out))
     row = json.loads(out.read_text())["rows"][0]
     assert (row["size"], row["views"], row["model_preset"]) == (32, 2, "tiny")
     for stage in ("decode", "preprocess", "base_batch", "views_before", "views_now"):
@@ -50,7 +50,7 @@ def test_bench_data_runs(tmp_path):
 
 def test_bench_memory_runs(tmp_path):
     out = tmp_path / "memory.json"
-    _run("bench_memory.py", "--preset", "tiny", "--size", "32", "--views", "2", "--batches", "1", "3",
+    _run("bench_memory.py", "--preset", "tiny", "--size", "32", "--views", "2", "--batches", "2", "3",
          "--predict", "8", "--out", str(out))
     data = json.loads(out.read_text())
     small, large = (m["forward_backward_peak"] for m in data["measured"])

@@ -86,10 +86,11 @@ def test_every_recipe_config_loads_and_starts_with_what_it_is_for():
     assert twin.encoder.pool == "mean" and twin.loss.contrastive_input == "tokens"  # SimCLR trains what z reads
 
 
-def test_the_base_preset_is_a_vit_s16_encoder_and_the_224_config_crops_like_group_dro():
+def test_the_base_preset_is_two_vit_s16_streams_and_the_224_config_crops_like_group_dro():
     cfg = TrainConfig.load(WATERBIRDS_224).model_config()
     enc = cfg.encoder
-    assert (cfg.image_size, enc.patch_size, enc.width, enc.depth, enc.heads) == (224, 16, 384, 12, 6)
+    assert (cfg.image_size, enc.patch_size, enc.width // 2, enc.depth, enc.heads) == (224, 16, 384, 12, 6)
+    assert enc.input_filter == "rgb+sobel"  # each stream (RGB, Sobel) is width / 2 = ViT-S's 384 wide
     assert cfg.preprocess.crop_fraction == 0.875
 
 

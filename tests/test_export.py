@@ -154,14 +154,14 @@ def test_bad_exports_are_refused_with_the_reason(trained, tmp_path):
     (newer / "config.json").write_text(json.dumps({**cfg, "hrssm_format": 99}))
     with pytest.raises(ExportError, match="format 99, newer than this hrssm understands"):
         hrssm.load(newer)
-    older = copy("older")  # a config.json written before encoder.pool, decoder.conv_channels, loss.contrastive_*
+    older = copy("older")  # a config.json written before encoder.pool, decoder.conv_channels, contrastive_pairs
     legacy = json.loads(json.dumps(cfg))
-    for section, key in (("encoder", "pool"), ("decoder", "conv_channels"), ("loss", "contrastive_pairs"),
-                         ("loss", "contrastive_input")):
+    for section, key in (("encoder", "pool"), ("decoder", "conv_channels"), ("loss", "contrastive_pairs")):
         del legacy[section][key]
     (older / "config.json").write_text(json.dumps(legacy))
     old_cfg = hrssm.load_world_model(older).cfg
-    # what such files meant (no contrastive loss here: its keys take today's defaults, test_model.py has the rest)
+    # what such files meant (none of these keys changes a weight's shape; a missing contrastive_input means z,
+    # whose projector has another shape: test_model.py)
     assert (old_cfg.encoder.pool, old_cfg.decoder.conv_channels, old_cfg.loss.contrastive_pairs) == (
         "cls", 0, "consecutive")
     mismatch = copy("mismatch")

@@ -110,7 +110,7 @@ def test_every_loading_path_refuses_a_broken_export_naming_what_is_wrong(kind, l
                                                                          tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(saved[1], broken)
-    name = "encoder.norm.weight"  # in both weight files
+    name = "encoder.rgb.norm.weight"  # in both weight files (the RGB stream of the two)
     if kind == "newer format":
         cfg = json.loads((broken / "config.json").read_text())
         (broken / "config.json").write_text(json.dumps({**cfg, "hrssm_format": FORMAT_VERSION + 1}))

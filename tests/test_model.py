@@ -3,6 +3,8 @@ import warnings
 import pytest
 import torch
 
+from conftest import plain_tiny
+
 from hrssm.config import ModelConfig, parse_overrides
 from hrssm.world_model import WorldModel
 
@@ -14,7 +16,8 @@ def _inputs(cfg, b=2, t=3, seed=0):
 
 
 def _tiny(size=32, **over):
-    return ModelConfig.preset("tiny", image_size=size, **over)
+    """The plain tiny model (one RGB stream, no contrastive term) at `size`: each test varies the keys it is about."""
+    return plain_tiny(image_size=size, **over)
 
 
 @pytest.mark.parametrize("preset, size, steps", [("tiny", 32, 1), ("tiny", 32, 3), ("tiny", 64, 1), ("tiny", 64, 2),
@@ -223,11 +226,32 @@ def test_positions_of_a_smaller_grid_are_those_of_the_same_image_points():
     torch.testing.assert_close(small[0, 1], torch.cat([want_x, want_y]))
 
 
-def test_contrastive_needs_two_views():
-    model = WorldModel(_tiny(loss={"contrastive": "simclr"}))
-    with pytest.raises(ValueError, match="at least 2 views"), warnings.catch_warnings():
+@pytest.mark.parametrize("name, scale", [("tiny", 2e4), ("base", 2.5e6)])
+def test_the_presets_are_issue_12s_recipe_and_every_parameter_trains(name, scale):
+    from hrssm.train_config import TrainConfig
+
+    cfg = ModelConfig.preset(name)
+    enc, loss = cfg.encoder, cfg.loss
+    assert (enc.input_filter, enc.stem, enc.pool) == ("rgb+sobel", "conv", "mean")
+    assert (loss.contrastive, loss.contrastive_input, loss.contrastive_scale, loss.simclr_temperature) == (
+        "simclr", "tokens", scale, 0.2)
+    if name == "tiny":  # the main job trains the preset as it is (its config spells the recipe out)
+        assert TrainConfig.load("recipes/configs/demo.yaml").model_config() == cfg
+        model = WorldModel(ModelConfig.preset(name, image_size=32))
+        out = model(*_inputs(model.cfg, b=4, t=2))
+        out.loss.backward()
+        assert {"contrastive_loss/rgb", "contrastive_loss/sobel"} <= set(out.metrics)
+        assert not [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+
+
+def test_one_view_per_image_has_no_contrastive_term_and_a_contrastive_only_step_refuses_it():
+    model = WorldModel(_tiny(loss={"contrastive": "simclr", "contrastive_input": "tokens"}))
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model(*_inputs(model.cfg, t=1))
+        single = model(*_inputs(model.cfg, t=1)).metrics  # e.g. metrics on single images: nothing to compare
+    assert "contrastive_loss" not in single and "contrastive_loss" in model(*_inputs(model.cfg, t=2)).metrics
+    with pytest.raises(ValueError, match=r"compares the views of an image, got 1 per image: use views.num_views >= 2"):
+        model(*_inputs(model.cfg, t=1), contrastive_only=True)
 
 
 def test_bad_inputs_are_refused_with_the_fix():
@@ -272,8 +296,7 @@ def test_config_errors_name_the_key(over, match):
 def test_conv_stem_makes_one_token_per_patch_and_keeps_images_independent(patch, size):
     from hrssm.encoder import ViTEncoder
 
-    cfg = ModelConfig.preset("tiny", image_size=size, encoder={"stem": "conv", "patch_size": patch},
-                             rssm={"local_grid": 2})
+    cfg = plain_tiny(image_size=size, encoder={"stem": "conv", "patch_size": patch}, rssm={"local_grid": 2})
     encoder = ViTEncoder(size, cfg.encoder).eval()
     x = torch.rand(3, 3, size, size) - 0.5
     cls, tokens = encoder(x)
@@ -291,10 +314,10 @@ def test_sobel_input_filter_hides_colour_from_the_encoder_and_keeps_edges():
     image = torch.rand(2, 3, 32, 32) - 0.5
     chroma = torch.linalg.svd(luma[None]).Vh[1:]  # (2, 3): colour directions of zero luma
     recoloured = image + 0.05 * torch.einsum("kc,nkhw->nchw", chroma, torch.randn(2, 2, 32, 32))
-    cfg = ModelConfig.preset("tiny", image_size=32, encoder={"patch_size": 4, "input_filter": "sobel"})
+    cfg = plain_tiny(image_size=32, encoder={"patch_size": 4, "input_filter": "sobel"})
     encoder = ViTEncoder(32, cfg.encoder).eval()
     torch.testing.assert_close(encoder(recoloured)[1], encoder(image)[1], atol=1e-4, rtol=1e-4)  # same luma
-    rgb = ViTEncoder(32, ModelConfig.preset("tiny", image_size=32, encoder={"patch_size": 4}).encoder).eval()
+    rgb = ViTEncoder(32, plain_tiny(image_size=32, encoder={"patch_size": 4}).encoder).eval()
     rgb.load_state_dict(encoder.state_dict())  # the filter has no state: one state dict fits both
     assert not torch.allclose(rgb(recoloured)[1], rgb(image)[1], atol=1e-3)
     edge = torch.zeros(1, 3, 8, 8)
@@ -313,7 +336,7 @@ def test_two_stream_encoder_concatenates_an_rgb_stream_and_a_colour_blind_sobel_
     from hrssm.data.augment import LUMA
     from hrssm.encoder import TwoStreamEncoder, ViTEncoder, build_encoder
 
-    cfg = ModelConfig.preset("tiny", image_size=32, encoder={"patch_size": 4, "input_filter": "rgb+sobel"})
+    cfg = plain_tiny(image_size=32, encoder={"patch_size": 4, "input_filter": "rgb+sobel"})
     encoder = build_encoder(32, cfg.encoder).eval()
     assert isinstance(encoder, TwoStreamEncoder) and encoder.rgb.cfg.width == encoder.sobel.cfg.width == 64
     image = torch.rand(2, 3, 32, 32) - 0.5
@@ -366,7 +389,7 @@ def test_config_round_trip_and_overrides():
 
 def test_under_bf16_autocast_the_distributions_and_losses_stay_fp32():
     torch.manual_seed(0)
-    model = WorldModel(ModelConfig.preset("tiny", image_size=32))
+    model = WorldModel(ModelConfig.preset("tiny", image_size=32))  # the preset: two streams, SimCLR
     views, actions = torch.rand(2, 3, 3, 32, 32) - 0.5, torch.zeros(2, 3, 1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(views, actions)

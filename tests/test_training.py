@@ -50,6 +50,9 @@ def _cfg(data, out, *extra):
     (["--optim.contrastive_warmup_image_size", "72", "--optim.contrastive_warmup_steps", "2",
       "--model.loss.contrastive", "simclr", "--model.loss.contrastive_input", "tokens"],
      "no larger than model.image_size=64"),
+    (["--model.loss.contrastive", "simclr", "--views.num_views", "1"],
+     "model.loss.contrastive='simclr' (the presets' default) compares the views of an image, but views.num_views=1"),
+    (["--model.loss.contrastive", "barlow", "--views.mode", "edit"], "Set model.loss.contrastive=none for edit"),
 ])
 def test_bad_config_fails_before_training_naming_the_key(args, key, capsys):
     from recipes_loader import load_recipe

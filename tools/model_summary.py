@@ -5,7 +5,7 @@
     python tools/model_summary.py --preset base --model.rssm.local_grid 14    # model keys as in hrssm-train
 
 FLOPs are counted with torch.utils.flop_counter (matmuls, convolutions, attention), for the forward pass of the
-training loss and for forward + backward, with T = 2 views per image (reported per view).
+training loss and for forward + backward, with 2 images of T = 2 views (reported per view).
 """
 
 from __future__ import annotations
@@ -27,15 +27,16 @@ def summarize(cfg: ModelConfig, views: int = 2) -> dict:
     model = WorldModel(cfg)
     params = {name: sum(p.numel() for p in child.parameters() if p.requires_grad)
               for name, child in model.named_children()}
-    x = torch.zeros(1, views, cfg.channels, cfg.image_size, cfg.image_size)
-    a = torch.zeros(1, views, cfg.action_dim)
+    batch = 2  # a contrastive loss needs two images to tell apart
+    x = torch.rand(batch, views, cfg.channels, cfg.image_size, cfg.image_size) - 0.5
+    a = torch.zeros(batch, views, cfg.action_dim)
     with FlopCounterMode(display=False) as fwd:
         out = model(x, a)
     with FlopCounterMode(display=False) as both:
         model(x, a).loss.backward()
     return {"params": params, "params_total": sum(params.values()),
-            "gflops_forward_per_image": fwd.get_total_flops() / views / 1e9,
-            "gflops_train_step_per_image": both.get_total_flops() / views / 1e9,
+            "gflops_forward_per_image": fwd.get_total_flops() / (batch * views) / 1e9,
+            "gflops_train_step_per_image": both.get_total_flops() / (batch * views) / 1e9,
             "loss_finite": bool(torch.isfinite(out.loss))}
 
 

@@ -8,6 +8,7 @@
 
 Model keys are overridden as in training (--model.KEY VALUE; `hrssm-train --help` lists them).
 
+With one view per image (--views 1, the default) the contrastive term is off: SimCLR compares distinct views.
 A healthy model ends with recon_std_ratio > 0.7 and PSNR well above the mean image's (psnr_gain).
 """
 
@@ -22,6 +23,7 @@ import warnings
 
 from PIL import Image
 
+from hrssm._config_utils import merge
 from hrssm.cli import cli_main
 from hrssm.commands.config_args import model_overrides
 from hrssm.config import ModelConfig
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", default="repeat", choices=["repeat", "augment"])
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     args, rest = p.parse_known_args(argv)
-    cfg = ModelConfig.preset(args.preset, **{"image_size": args.image_size, **model_overrides(rest)})
+    single = {"loss": {"contrastive": "none"}} if args.views == 1 else {}  # SimCLR compares two distinct views
+    cfg = ModelConfig.preset(args.preset, **merge(single, {"image_size": args.image_size, **model_overrides(rest)}))
     cols = synthetic.generate(image_size=args.image_size, scale=max(0.02, args.images / 4795), seed=0, workers=1,
                               progress=False)
     images = preprocess([Image.open(io.BytesIO(b["bytes"])) for b in cols["train"]["image"][: args.images]],
