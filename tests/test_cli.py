@@ -105,6 +105,20 @@ def test_tools_take_model_keys_in_the_training_style(capsys):
     assert "model keys only" in capsys.readouterr().err
 
 
+def test_gradient_balance_suggests_the_contrastive_scale_and_refuses_a_model_without_one(capsys):
+    tool = load_tool("gradient_balance")
+    small = ["--preset", "tiny", "--model.image_size", "32", "--model.rssm.local_grid", "2", "--batch-size", "4"]
+    assert tool.main([*small, "--steps", "5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["ratios"]) == len(out["reference_ratios"]) == 1 and out["image_size"] == 32
+    assert out["suggested_contrastive_scale"] == pytest.approx(2e4 * out["median"] / out["reference_median"])
+    assert out["median"] > 1 and out["configured_contrastive_scale"] == 2e4  # reconstruction's gradient dominates
+    assert tool.main([*small, "--steps", "5", "--model.loss.contrastive", "none"]) == 2
+    assert "--model.loss.contrastive simclr" in capsys.readouterr().err
+    assert tool.main([*small, "--steps", "3"]) == 2
+    assert "use --steps 5 or more" in capsys.readouterr().err
+
+
 def test_resume_path_continues_from_that_checkpoint(synthetic_disk, tmp_path, capsys):
     first = tmp_path / "first"
     args = tiny_run(synthetic_disk, first, "--collapse.warmup_steps", "1000")

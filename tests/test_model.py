@@ -2,7 +2,6 @@ import warnings
 
 import pytest
 import torch
-
 from conftest import plain_tiny
 
 from hrssm.config import ModelConfig, parse_overrides
@@ -237,6 +236,8 @@ def test_the_presets_are_issue_12s_recipe_and_every_parameter_trains(name, scale
         "simclr", "tokens", scale, 0.2)
     if name == "tiny":  # the main job trains the preset as it is (its config spells the recipe out)
         assert TrainConfig.load("recipes/configs/demo.yaml").model_config() == cfg
+        twin = TrainConfig.load("recipes/configs/twin_quality.yaml").model_config()
+        assert twin == ModelConfig.preset(name, loss={"recon_scale": 300, "contrastive_pairs": "all"})
         model = WorldModel(ModelConfig.preset(name, image_size=32))
         out = model(*_inputs(model.cfg, b=4, t=2))
         out.loss.backward()

@@ -9,8 +9,9 @@ Reconstruction is a sum over pixels and SimCLR a mean over images, so their bala
 token count and the decoder: a contrastive scale tuned at 64 px means little at 224. Each model trains `--steps`
 AdamW steps (lr 1e-3) with `loss.contrastive_scale = 1` on synthetic twin images in the main job's SimCLR views (two
 views: crops of 0.3-1 of the area, colour jitter 0.4, grayscale 0.2, object paste 0.5); every 5th step the norm of
-the gradient reaching the encoder's tokens from reconstruction (`grad_encoder_from_recon`) is divided by SimCLR's. The medians of those ratios, target over reference, times 2e4 is the suggested
-scale. The ratios swing by 10x from step to step: read the result to an order of magnitude.
+the gradient reaching the encoder's tokens from reconstruction (`grad_encoder_from_recon`) is divided by
+SimCLR's. The median of those ratios, target over reference, times 2e4 is the suggested scale. The ratios swing by
+10x from step to step: read the result to an order of magnitude.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import warnings
 import torch
 from PIL import Image
 
+from hrssm._config_utils import merge
 from hrssm.cli import cli_main
 from hrssm.commands.config_args import model_overrides
-from hrssm._config_utils import merge
 from hrssm.config import ModelConfig
 from hrssm.data import preprocess, synthetic
 from hrssm.data.views import ViewConfig, make_views
