@@ -182,7 +182,8 @@ def test_edit_mode_on_data_that_is_not_the_twin_stops_with_the_reason(synthetic_
 
     code = load_recipe("train_hrssm").main([
         "--data.source", str(synthetic_disk), "--output_dir", str(tmp_path / "run"), "--model.image_size", "32",
-        "--views.mode", "edit", "--data.synthetic_seed", "5", "--optim.max_steps", "2", "--log.trackers", "[]"])
+        "--views.mode", "edit", "--model.loss.contrastive", "none", "--data.synthetic_seed", "5", "--optim.max_steps",
+        "2", "--log.trackers", "[]"])
     assert code == 2
     assert "not the synthetic Waterbirds twin of seed 5" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -239,7 +240,8 @@ def test_real_waterbirds_pairs_are_composited_and_train_in_edit_mode(tmp_path, c
     assert "input files are missing" in capsys.readouterr().err and not (tmp_path / "pairs2").exists()
     code = load_recipe("train_hrssm").main([
         "--data.source", str(out), "--output_dir", str(tmp_path / "run"), "--model.image_size", "32",
-        "--views.mode", "edit", "--views.num_views", "2", "--optim.batch_size", "4", "--optim.max_steps", "2",
+        "--views.mode", "edit", "--model.loss.contrastive", "none", "--views.num_views", "2", "--optim.batch_size", "4",
+        "--optim.max_steps", "2",
         "--log.trackers", "[]", "--log.every", "1", "--log.images_every", "100", "--checkpoint.every", "100",
         "--log.progress", "false"])
     assert code == 0 and (tmp_path / "run" / "export" / "model.safetensors").exists()

@@ -8,7 +8,8 @@ pasted on a Places background) twice per image, on its own background and on one
 Needs the original Waterbirds folder (its metadata.csv: img_filename, y, split, place, place_filename), the CUB
 images and segmentations (same relative paths, .png masks), and the Places images named by place_filename. Writes a
 `save_to_disk` DatasetDict (train / validation / test) with the Waterbirds schema and a `counterfactual` image
-column, in metadata order; train on it with `--views.mode edit` (the trainer uses the column as it is).
+column, in metadata order; train on it with `--views.mode edit --model.loss.contrastive none` (the trainer uses the
+column as it is).
 The other background is drawn from the place_filenames of the other place, keyed by (seed, img_id).
 """
 
