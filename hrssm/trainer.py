@@ -43,7 +43,7 @@ from .hub import push_export
 from .optim import make_optimizer
 from .run_folder import RunFolderError, RunLock, claim_run_folder, truncate_log
 from .tracking import available_trackers, log_images, run_name_kwargs
-from .train_config import CollapseConfig, TrainConfig
+from .train_config import CollapseConfig, OptimConfig, TrainConfig
 from .viz import image_grid
 from .world_model import WorldModel, WorldModelOutput
 
@@ -357,8 +357,8 @@ def _optimizer_steps(accelerator, model, forward, optimizer, scheduler, loader, 
             with accelerator.accumulate(model):
                 views, actions = _step_inputs(batch, cfg)
                 warmup = state.step < cfg.optim.contrastive_warmup_steps
-                if warmup and cfg.optim.contrastive_warmup_image_size:
-                    views = resize_center_crop(views, cfg.optim.contrastive_warmup_image_size)  # square: a plain resize
+                if warmup:
+                    views = warmup_views(views, cfg.optim)
                 result = forward(views, actions, mean_image=mean_image, contrastive_only=warmup)
                 accelerator.backward(result.loss)
                 if not accelerator.sync_gradients:
@@ -372,6 +372,13 @@ def _optimizer_steps(accelerator, model, forward, optimizer, scheduler, loader, 
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             yield batch, result, norm.detach() if finite else None
+
+
+def warmup_views(views: torch.Tensor, optim: OptimConfig) -> torch.Tensor:
+    """The views (B, T, C, S, S) a contrastive warm-up step sees: resized to `optim.contrastive_warmup_image_size`
+    (square views: a plain antialiased resize), or as they are when that is 0."""
+    size = optim.contrastive_warmup_image_size
+    return resize_center_crop(views, size) if size else views
 
 
 def _step_inputs(batch: dict, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,6 +30,26 @@ def test_tool_probes_the_random_init_then_every_few_steps_with_the_palette_split
     assert "(not the synthetic twin of seed 1: no palette split)" in capsys.readouterr().out
 
 
+def test_tool_trains_on_views_of_the_configs_warmup_size(synthetic_disk, tmp_path, monkeypatch):
+    from hrssm.world_model import WorldModel
+
+    seen, forward = [], WorldModel.forward
+
+    def spy(self, views, actions, **kwargs):
+        seen.append(tuple(views.shape[-2:]))
+        return forward(self, views, actions, **kwargs)
+
+    monkeypatch.setattr(WorldModel, "forward", spy)
+    tool = load_tool("encoder_curve")
+    args = ["--data", str(synthetic_disk), "--steps", "2", "--every", "2", "--seeds", "1", "--out", str(tmp_path),
+            "--optim.batch_size", "8"]
+    assert tool.main(args) == 0
+    assert seen == [(32, 32)] * 2  # demo.yaml: 64 px model, contrastive_warmup_image_size 32
+    seen.clear()
+    assert tool.main([*args, "--optim.contrastive_warmup_image_size", "0"]) == 0
+    assert seen == [(64, 64)] * 2
+
+
 def test_tool_refuses_a_config_without_a_contrastive_term_on_the_tokens(synthetic_disk, tmp_path, capsys):
     tool = load_tool("encoder_curve")
     assert tool.main(["--data", str(synthetic_disk), "--config", "recipes/configs/studies_base.yaml",

@@ -6,7 +6,8 @@ of the headline probe on the encoder's mean patch token, split by palette on the
     python tools/encoder_curve.py --data data/synthetic_waterbirds_64 --views.hue 0.2   # --section.key overrides
 
 The encoder and projector train as in the contrastive warm-up (`optim.contrastive_warmup_steps`; the config's views,
-batch and optimizer, the learning-rate schedule spanning --steps), with no RSSM and no decoder: about half the cost of
+at `optim.contrastive_warmup_image_size` when it is set, as demo.yaml's 32 px; its batch and optimizer, the
+learning-rate schedule spanning --steps), with no RSSM and no decoder: about half the cost of
 a world-model step, so a view or objective can be screened in minutes before a full run. At step 0 (the random init,
 the floor) and every --every steps, DFR as published (docs/evaluation.md) is fit on the mean patch tokens of train /
 validation / test, once per probe seed, and the table gets a row: the validation worst group that chose C (compare
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     from hrssm.optim import make_optimizer
     from hrssm.report import pixels_name
     from hrssm.train_config import TrainConfig
-    from hrssm.trainer import make_data
+    from hrssm.trainer import make_data, warmup_views
     from hrssm.world_model import WorldModel
 
     # the schedule spans --steps; every step is a warm-up step (contrastive_only), whatever the config's split
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         epoch += 1
         for batch in loader:
             start = time.perf_counter()
-            loss = model(batch["views"], batch["actions"], contrastive_only=True).loss
+            views = warmup_views(batch["views"], cfg.optim)  # at optim.contrastive_warmup_image_size, if set
+            loss = model(views, batch["actions"], contrastive_only=True).loss
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the contrastive loss is {loss.item()} at step {step + 1}: lower "
                                          "--optim.lr")
