@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train_step import model_config, time_steps, write_results  # noqa: E402
+from bench_train_step import BATCH_OF_TWO, model_config, time_steps, write_results  # noqa: E402
 
 from hrssm.data import FEATURES, check_pixel_range, preprocess  # noqa: E402
 from hrssm.data.synthetic import make_example  # noqa: E402
@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="sizes 64 and 224, T = 4")
     p.add_argument("--out", default="benchmarks/results/bench_data.json")
     args = p.parse_args(argv)
+    if args.model_batch == 1:
+        p.error(f"--model-batch 1 (0 skips the model): {BATCH_OF_TWO}")
     if args.quick:
         args.sizes, args.views = [64, 224], [4]
     warnings.filterwarnings("ignore", message="sequences of length 1")  # T = 1 is measured on purpose

@@ -25,7 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train_step import model_config, write_results  # noqa: E402
+from bench_train_step import BATCH_OF_TWO, model_config, write_results  # noqa: E402
 
 from hrssm.world_model import WorldModel  # noqa: E402
 
@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--predict", type=int, nargs="+", default=[8, 16, 32, 64, 128])
     p.add_argument("--out", default="benchmarks/results/bench_memory.json")
     args = p.parse_args(argv)
+    if min(args.batches) < 2:
+        p.error(f"--batches {args.batches}: {BATCH_OF_TWO}")
     torch.manual_seed(0)
     model = WorldModel(model_config(args.size, args.preset))
     measured = [step_peak_bytes(model, b, args.views, args.size, args.precision) for b in args.batches]

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train_step import model_config, time_steps, write_results  # noqa: E402
+from bench_train_step import BATCH_OF_TWO, model_config, time_steps, write_results  # noqa: E402
 
 from hrssm.world_model import WorldModel  # noqa: E402
 
@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default="benchmarks/results/bench_scaling.json")
     args = p.parse_args(argv)
+    if args.batch < 2:
+        p.error(f"--batch {args.batch}: {BATCH_OF_TWO}")
     warnings.filterwarnings("ignore", message="sequences of length 1")  # T = 1 is measured on purpose
     if args.quick:
         args.sizes, args.views_list, args.views_size = [64, 128, 192], [1, 2, 4, 8], 64

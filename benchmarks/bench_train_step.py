@@ -41,6 +41,8 @@ from hrssm.encoder import build_encoder
 from hrssm.world_model import WorldModel
 from vit_decoder import ViTDecoder
 
+BATCH_OF_TWO = "use 2 or more: a contrastive loss (the presets' SimCLR) tells the images of a batch apart"
+
 
 def model_config(size: int, preset: str = "base", overrides: dict | None = None) -> ModelConfig:
     """The preset at `size`, with a local grid of 2x2-patch cells (7x7 at 224 for base), and model overrides."""
@@ -208,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     cut = argv.index("--baseline") if "--baseline" in argv else len(argv)
     args, rest = p.parse_known_args(argv[:cut])
+    if args.batch < 2:
+        p.error(f"--batch {args.batch}: {BATCH_OF_TWO}")
     args.overrides = model_overrides(rest)
     args.baseline = model_overrides(argv[cut + 1 :]) if cut < len(argv) else None
     if args.quick:

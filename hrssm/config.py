@@ -214,8 +214,8 @@ class ModelConfig(Config):
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ModelConfig:
-        """`tiny` (32-64 px, trains in seconds on a CPU) or `base` (224 px, a ViT-S/16 encoder). Overrides: nested
-        dicts or values."""
+        """`tiny` (64 px, the main job's model) or `base` (224 px, two ViT-S/16 encoder streams): both issue 12's
+        recipe (RGB + Sobel streams, SimCLR on their mean tokens). Overrides: nested dicts or values."""
         if name not in PRESETS:
             raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
         return build(cls, merge(dataclasses.asdict(PRESETS[name]()), overrides))

@@ -150,13 +150,21 @@ def read_model_config(path_or_repo: str | os.PathLike, **hub: Any) -> ModelConfi
     return _read_config(resolve_export(path_or_repo, [CONFIG_FILE], **hub))
 
 
-def load_weights_into(module: nn.Module, path_or_repo: str | os.PathLike, **hub: Any) -> None:
+# modules of a WorldModel that only a loss uses (None when the config has no such loss)
+LOSS_HEADS = ("projector", "sobel_projector", "predictor", "local_predictor", "target_encoder")
+
+
+def load_weights_into(module: nn.Module, path_or_repo: str | os.PathLike, **hub: Any) -> list[str]:
     """Copy the full model weights of an export into `module` (a WorldModel of a compatible config), strictly:
-    the warm start of `init_from` in training."""
+    the warm start of `init_from` in training. The export's loss heads that `module` has no use for (e.g. the
+    contrastive projectors when it trains with `loss.contrastive: none`) are left out; their names are returned."""
     folder = resolve_export(path_or_repo, [CONFIG_FILE, MODEL_FILE], **hub)
     _read_config(folder)  # the format check
-    _load_weights(module, folder / MODEL_FILE, hint="Keep the export's architecture (only settings such as the "
-                  "loss weights or the preprocessing may differ from its config.json), or start from scratch.")
+    unused = tuple(f"{name}." for name in LOSS_HEADS if getattr(module, name, "absent") is None)
+    dropped = _load_weights(module, folder / MODEL_FILE, hint="Keep the export's architecture (only settings such "
+                            "as the loss weights or the preprocessing may differ from its config.json), or start "
+                            "from scratch.", drop=unused)
+    return [name for name in LOSS_HEADS if any(k.startswith(f"{name}.") for k in dropped)]
 
 
 def _load_module(cls, path_or_repo, weights: str, device, dtype, hub: dict[str, Any]):
@@ -193,8 +201,10 @@ def _read_config(folder: Path) -> ModelConfig:
 
 
 def _load_weights(module: nn.Module, file: Path,
-                  hint: str = "The folder mixes files of different exports: re-export the run.") -> None:
-    """Strict load with a readable list of what does not fit (never a silent partial load)."""
+                  hint: str = "The folder mixes files of different exports: re-export the run.",
+                  drop: tuple[str, ...] = ()) -> list[str]:
+    """Strict load with a readable list of what does not fit (never a silent partial load); the file's tensors
+    whose names start with one of `drop` are left out first, and their names returned."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -203,6 +213,8 @@ def _load_weights(module: nn.Module, file: Path,
     except (SafetensorError, OSError) as err:
         raise ExportError(f"{file} cannot be read as safetensors ({one_line(err)}): it is truncated or damaged; "
                           "re-export the run (or download it again)") from None
+    dropped = sorted(k for k in state if drop and k.startswith(drop))
+    state = {k: v for k, v in state.items() if k not in dropped}
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -218,3 +230,4 @@ def _load_weights(module: nn.Module, file: Path,
             parts.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[:3]}")
         raise ExportError(f"the weights in {file} do not fit the model: {'; '.join(parts)}. {hint}")
     module.load_state_dict(state, strict=True)
+    return dropped

@@ -134,12 +134,15 @@ def _training_text(cfg, metrics: dict[str, float], data: str | None, steps: int 
     rows = "\n".join(f"| {k} | {metrics[k]:.4g} |" for k in keys if k in metrics)
     r, p = cfg.rssm, cfg.preprocess
     dim = r.deter + r.stoch * r.classes + r.local_grid**2 * r.local_dim
+    e = cfg.encoder
+    encoder = (f"a patch-ViT encoder of two streams, RGB and Sobel gradients ({e.depth} blocks, width {e.width // 2} "
+               f"each" if e.input_filter == "rgb+sobel" else
+               f"a patch-ViT encoder ({e.input_filter} input, {e.depth} blocks, width {e.width}")
     return f"""# hrssm world model
 
 A hierarchical RSSM world model (global GRU + {r.stoch}x{r.classes} categorical latent, {r.local_grid}x{r.local_grid}
-grid of {r.local_dim}-dim Gaussian local latents) with a patch-ViT encoder ({cfg.encoder.depth} blocks, width
-{cfg.encoder.width}, patch {cfg.encoder.patch_size}) and a ViT decoder, trained with hrssm on still images seen as
-sequences of views.
+grid of {r.local_dim}-dim Gaussian local latents) with {encoder}, patch {e.patch_size}, {e.stem} stem) and a ViT
+decoder, trained with hrssm on still images seen as sequences of views.
 
 ## Preprocessing
 

@@ -216,6 +216,10 @@ class TrainConfig(Config):
             raise ConfigError(f"model.loss.contrastive={loss.contrastive!r} (the presets' default) compares the views "
                               f"of an image, but views.num_views={self.views.num_views}: use views.num_views >= 2 "
                               "(mode augment), or model.loss.contrastive=none")
+        if loss.contrastive != "none" and self.optim.batch_size < 2:
+            raise ConfigError(f"model.loss.contrastive={loss.contrastive!r} tells the images of a batch apart, but "
+                              f"optim.batch_size={self.optim.batch_size}: use optim.batch_size >= 2 (SimCLR: the "
+                              "more the better), or model.loss.contrastive=none")
         if loss.contrastive != "none" and self.views.mode == "edit":
             raise ConfigError(f"views.mode=edit makes each view a concept edit of the one before, and "
                               f"model.loss.contrastive={loss.contrastive!r} would pull those views together: the "

@@ -146,8 +146,9 @@ def _train(accelerator, cfg: TrainConfig, resume: bool | str | os.PathLike, star
     collate, loader, mean_image = make_data(cfg, model_cfg, accelerator)
     model = WorldModel(model_cfg)
     if cfg.init_from is not None:
-        load_weights_into(model, cfg.init_from)
-        accelerator.print(f"warm start from {cfg.init_from}")
+        unused = load_weights_into(model, cfg.init_from)
+        accelerator.print(f"warm start from {cfg.init_from}"
+                          + (f" (its loss heads {', '.join(unused)} unused here: left out)" if unused else ""))
     optimizer, scheduler = make_optimizer(model, cfg.optim, early=model.contrastive_warmup_parameters())
     # The scheduler is not prepared: Accelerate would step it once per process; it steps once per optimizer step.
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)

@@ -140,8 +140,9 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
 
         The loss is the sum of `terms`: a new objective is one more method returning (weighted loss, metrics).
         contrastive_only: the encoder and projector on the contrastive term alone, no RSSM, no decoder (the encoder
-        warm-up, `optim.contrastive_warmup_steps`; its output has no trajectory). With T = 1 there is no contrastive
-        term (training refuses views.num_views < 2 with a contrastive loss: `TrainConfig.validate`).
+        warm-up, `optim.contrastive_warmup_steps`; its output has no trajectory). With B = 1 or T = 1 there is no
+        contrastive term (training refuses optim.batch_size < 2 and views.num_views < 2 with a contrastive loss:
+        `TrainConfig.validate`).
         """
         self._check_inputs(views, actions, any_size=contrastive_only)
         if contrastive_only:
@@ -156,7 +157,7 @@ class WorldModel(nn.Module, EncodesImages, HubMixin):
             kl_terms.append(self._kl_term("local", traj.post_local, traj.prior_local, free_nats[1]))
         terms = kl_terms + [self._pixel_loss(views, recon, mean_image) if recon is not None
                             else self._latent_prediction(views, traj)]
-        if self.projector is not None and views.shape[1] > 1:  # one view per image: nothing to compare
+        if self.projector is not None and min(views.shape[:2]) > 1:  # one image or one view: nothing to compare
             terms.append(self._contrastive(traj.z if self.cfg.loss.contrastive_input == "z"
                                            else self._mean_tokens(tokens, views)))
         loss = sum(term for term, _ in terms)

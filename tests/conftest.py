@@ -39,7 +39,7 @@ BASE_CONFIG = ROOT / "recipes" / "configs" / "studies_base.yaml"  # 64 px, no co
 # the `tiny` preset before issue 12's recipe became its default: one RGB stream (a linear patch embedding, the CLS
 # token as the global embedding), no contrastive term. Tests of one mechanism vary one key of it.
 PLAIN_TINY = {"encoder": {"width": 128, "input_filter": "rgb", "stem": "patch", "pool": "cls"},
-              "loss": {"contrastive": "none"}}
+              "loss": {"contrastive": "none", "contrastive_scale": 1.0, "simclr_temperature": 0.1}}
 
 
 def plain_tiny(**overrides):

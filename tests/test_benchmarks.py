@@ -55,3 +55,9 @@ def test_bench_memory_runs(tmp_path):
     data = json.loads(out.read_text())
     small, large = (m["forward_backward_peak"] for m in data["measured"])
     assert 0 < small < large and data["per_image_bytes"] > 0 and data["predicted"][0]["gib"] > 0
+
+
+def test_benchmarks_refuse_a_batch_of_one_naming_the_flag():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_scaling.py"), "--batch", "1"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2 and "--batch 1: use 2 or more: a contrastive loss" in proc.stderr

@@ -111,10 +111,12 @@ def test_gradient_balance_suggests_the_contrastive_scale_and_refuses_a_model_wit
     assert tool.main([*small, "--steps", "5", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["ratios"]) == len(out["reference_ratios"]) == 1 and out["image_size"] == 32
-    assert out["suggested_contrastive_scale"] == pytest.approx(2e4 * out["median"] / out["reference_median"])
-    assert out["median"] > 1 and out["configured_contrastive_scale"] == 2e4  # reconstruction's gradient dominates
+    assert out["median"] > 1 and out["reference_median"] > 1  # at scale 1, reconstruction's gradient dominates
+    assert 0 < out["suggested_contrastive_scale"] < float("inf") and out["configured_contrastive_scale"] == 2e4
     assert tool.main([*small, "--steps", "5", "--model.loss.contrastive", "none"]) == 2
     assert "--model.loss.contrastive simclr" in capsys.readouterr().err
+    assert tool.main([*small, "--steps", "5", "--model.loss.objective", "latent_prediction"]) == 2
+    assert "use --model.loss.objective reconstruction" in capsys.readouterr().err
     assert tool.main([*small, "--steps", "3"]) == 2
     assert "use --steps 5 or more" in capsys.readouterr().err
 
@@ -148,6 +150,15 @@ def test_init_from_starts_from_the_exports_weights(synthetic_disk, tmp_path, cap
     assert train_command.main([*tiny_run(synthetic_disk, tmp_path / "bad"), "--init-from", str(source),
                                "--model.encoder.width", "64"]) == 2
     assert "Keep the export's architecture" in capsys.readouterr().err
+    # edit training from a preset export: no contrastive loss, so the export's projectors are left out, all else kept
+    edit = tmp_path / "edit"
+    assert train_command.main([*tiny_run(synthetic_disk, edit, "--optim.max_steps", "1", "--optim.lr", "1e-12",
+                                         "--views.mode", "edit", "--model.loss.contrastive", "none"),
+                               "--init-from", str(source)]) == 0
+    assert "(its loss heads projector, sobel_projector unused here: left out)" in capsys.readouterr().out
+    c = hrssm.load_world_model(edit).state_dict()
+    assert set(a) - set(c) == {k for k in a if k.startswith(("projector.", "sobel_projector."))} != set()
+    assert max(float((a[k] - c[k]).abs().max()) for k in c) < 1e-6
 
 
 def test_push_at_the_end_of_training_is_private_and_uploads_the_export(synthetic_disk, tmp_path, monkeypatch,

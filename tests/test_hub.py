@@ -185,6 +185,8 @@ def test_the_card_parses_with_license_pipeline_tag_tags_and_the_preprocessing(sa
     assert card.data.library_name == "hrssm"
     assert {"model_hub_mixin", "pytorch_model_hub_mixin", "hrssm", "world-model"} <= set(card.data.tags)
     assert "crop" in card.text and "hrssm.load(" in card.text
+    # the tiny preset's encoder, as it is: two streams of half the width
+    assert "two streams, RGB and Sobel gradients (2 blocks, width 128 each, patch 8, conv stem)" in card.text
 
 
 def test_an_export_trained_on_a_hub_dataset_names_it_in_the_card(tmp_path):

@@ -226,31 +226,35 @@ def test_positions_of_a_smaller_grid_are_those_of_the_same_image_points():
 
 
 @pytest.mark.parametrize("name, scale", [("tiny", 2e4), ("base", 2.5e6)])
-def test_the_presets_are_issue_12s_recipe_and_every_parameter_trains(name, scale):
-    from hrssm.train_config import TrainConfig
-
+def test_the_presets_are_issue_12s_recipe(name, scale):
     cfg = ModelConfig.preset(name)
     enc, loss = cfg.encoder, cfg.loss
     assert (enc.input_filter, enc.stem, enc.pool) == ("rgb+sobel", "conv", "mean")
     assert (loss.contrastive, loss.contrastive_input, loss.contrastive_scale, loss.simclr_temperature) == (
         "simclr", "tokens", scale, 0.2)
-    if name == "tiny":  # the main job trains the preset as it is (its config spells the recipe out)
-        assert TrainConfig.load("recipes/configs/demo.yaml").model_config() == cfg
-        twin = TrainConfig.load("recipes/configs/twin_quality.yaml").model_config()
-        assert twin == ModelConfig.preset(name, loss={"recon_scale": 300, "contrastive_pairs": "all"})
-        model = WorldModel(ModelConfig.preset(name, image_size=32))
-        out = model(*_inputs(model.cfg, b=4, t=2))
-        out.loss.backward()
-        assert {"contrastive_loss/rgb", "contrastive_loss/sobel"} <= set(out.metrics)
-        assert not [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
 
 
-def test_one_view_per_image_has_no_contrastive_term_and_a_contrastive_only_step_refuses_it():
+def test_the_main_jobs_configs_train_the_tiny_preset_and_every_parameter_of_it_trains():
+    from hrssm.train_config import TrainConfig
+
+    tiny = ModelConfig.preset("tiny")
+    assert TrainConfig.load("recipes/configs/demo.yaml").model_config() == tiny  # the config spells the preset out
+    twin = TrainConfig.load("recipes/configs/twin_quality.yaml").model_config()
+    assert twin == ModelConfig.preset("tiny", loss={"recon_scale": 300, "contrastive_pairs": "all"})
+    model = WorldModel(ModelConfig.preset("tiny", image_size=32))
+    out = model(*_inputs(model.cfg, b=4, t=2))
+    out.loss.backward()
+    assert {"contrastive_loss/rgb", "contrastive_loss/sobel"} <= set(out.metrics)
+    assert not [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+
+
+def test_one_view_or_one_image_has_no_contrastive_term_and_a_contrastive_only_step_refuses_it():
     model = WorldModel(_tiny(loss={"contrastive": "simclr", "contrastive_input": "tokens"}))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         single = model(*_inputs(model.cfg, t=1)).metrics  # e.g. metrics on single images: nothing to compare
     assert "contrastive_loss" not in single and "contrastive_loss" in model(*_inputs(model.cfg, t=2)).metrics
+    assert "contrastive_loss" not in model(*_inputs(model.cfg, b=1, t=2)).metrics  # one image: no negatives
     with pytest.raises(ValueError, match=r"compares the views of an image, got 1 per image: use views.num_views >= 2"):
         model(*_inputs(model.cfg, t=1), contrastive_only=True)
 
@@ -399,6 +403,9 @@ def test_under_bf16_autocast_the_distributions_and_losses_stay_fp32():
     for name in ("z", "s", "prior_global", "post_global", "prior_local", "post_local"):
         assert getattr(traj, name).dtype == torch.float32, name
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in out.metrics.values())
+    barlow = WorldModel(ModelConfig.preset("tiny", image_size=32, loss={"contrastive": "barlow"}))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert barlow(views, actions).metrics["contrastive_loss"].dtype == torch.float32
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 

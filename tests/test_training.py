@@ -53,6 +53,7 @@ def _cfg(data, out, *extra):
     (["--model.loss.contrastive", "simclr", "--views.num_views", "1"],
      "model.loss.contrastive='simclr' (the presets' default) compares the views of an image, but views.num_views=1"),
     (["--model.loss.contrastive", "barlow", "--views.mode", "edit"], "Set model.loss.contrastive=none for edit"),
+    (["--model.loss.contrastive", "simclr", "--optim.batch_size", "1"], "use optim.batch_size >= 2 (SimCLR"),
 ])
 def test_bad_config_fails_before_training_naming_the_key(args, key, capsys):
     from recipes_loader import load_recipe

@@ -10,8 +10,8 @@ token count and the decoder: a contrastive scale tuned at 64 px means little at 
 AdamW steps (lr 1e-3) with `loss.contrastive_scale = 1` on synthetic twin images in the main job's SimCLR views (two
 views: crops of 0.3-1 of the area, colour jitter 0.4, grayscale 0.2, object paste 0.5); every 5th step the norm of
 the gradient reaching the encoder's tokens from reconstruction (`grad_encoder_from_recon`) is divided by
-SimCLR's. The median of those ratios, target over reference, times 2e4 is the suggested scale. The ratios swing by
-10x from step to step: read the result to an order of magnitude.
+SimCLR's. The median of those ratios, target over reference, times tiny's scale (2e4) is the suggested scale. The
+ratios swing by 10x from step to step: read the result to an order of magnitude.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from hrssm.data import preprocess, synthetic
 from hrssm.data.views import ViewConfig, make_views
 from hrssm.world_model import WorldModel
 
-REFERENCE, REFERENCE_SCALE = "tiny", 2e4  # the preset whose contrastive_scale was chosen on validation (issue 12)
+REFERENCE = "tiny"  # the preset whose contrastive_scale was chosen on validation (issue 12)
 SIMCLR_VIEWS = ViewConfig(num_views=2, mode="augment", crop_scale=(0.3, 1.0), brightness=0.4, contrast=0.4,
                           saturation=0.4, grayscale=0.2, paste=0.5)
 
@@ -44,6 +44,9 @@ def gradient_ratios(cfg: ModelConfig, batch_size: int, steps: int, seed: int = 0
     if cfg.loss.contrastive == "none" or cfg.loss.contrastive_input != "tokens":
         raise ValueError("the balance is measured for a contrastive loss on the tokens: set "
                          "--model.loss.contrastive simclr --model.loss.contrastive_input tokens")
+    if cfg.loss.objective != "reconstruction":
+        raise ValueError(f"the balance is reconstruction's against the contrastive term; model.loss.objective="
+                         f"{cfg.loss.objective!r} has no reconstruction: use --model.loss.objective reconstruction")
     cfg = ModelConfig.from_dict(merge(cfg.to_dict(), {"loss": {"contrastive_scale": 1.0}}))
     n = 4 * batch_size
     cols = synthetic.generate(image_size=cfg.image_size, scale=max(0.01, n / 4795), seed=seed, workers=1,
@@ -87,10 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         ref = gradient_ratios(ModelConfig.preset(REFERENCE), args.batch_size, args.steps)
         got = gradient_ratios(target, args.batch_size, args.steps)
     ref_median, got_median = statistics.median(ref), statistics.median(got)
+    ref_scale = ModelConfig.preset(REFERENCE).loss.contrastive_scale
     result = {"preset": args.preset, "overrides": rest, "image_size": target.image_size,
               "batch_size": args.batch_size, "steps": args.steps, "reference": REFERENCE,
               "reference_ratios": ref, "ratios": got, "reference_median": ref_median, "median": got_median,
-              "suggested_contrastive_scale": REFERENCE_SCALE * got_median / ref_median,
+              "suggested_contrastive_scale": ref_scale * got_median / ref_median,
               "configured_contrastive_scale": target.loss.contrastive_scale}
     if args.json:
         print(json.dumps(result))
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<6}{size:>4} px  median {statistics.median(ratios):10.3g}   "
               f"(min {min(ratios):.3g}, max {max(ratios):.3g})")
     print(f"suggested loss.contrastive_scale: {result['suggested_contrastive_scale']:.3g} "
-          f"({REFERENCE}'s {REFERENCE_SCALE:g} x the ratio of medians); configured: "
+          f"({REFERENCE}'s {ref_scale:g} x the ratio of medians); configured: "
           f"{target.loss.contrastive_scale:g}")
     return 0
 
