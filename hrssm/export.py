@@ -164,7 +164,8 @@ def load_weights_into(module: nn.Module, path_or_repo: str | os.PathLike, **hub:
     dropped = _load_weights(module, folder / MODEL_FILE, hint="Keep the export's architecture (only settings such "
                             "as the loss weights or the preprocessing may differ from its config.json), or start "
                             "from scratch.", drop=unused)
-    return [name for name in LOSS_HEADS if any(k.startswith(f"{name}.") for k in dropped)]
+    heads = {key.split(".", 1)[0] for key in dropped}
+    return [name for name in LOSS_HEADS if name in heads]
 
 
 def _load_module(cls, path_or_repo, weights: str, device, dtype, hub: dict[str, Any]):
@@ -213,8 +214,9 @@ def _load_weights(module: nn.Module, file: Path,
     except (SafetensorError, OSError) as err:
         raise ExportError(f"{file} cannot be read as safetensors ({one_line(err)}): it is truncated or damaged; "
                           "re-export the run (or download it again)") from None
-    dropped = sorted(k for k in state if drop and k.startswith(drop))
-    state = {k: v for k, v in state.items() if k not in dropped}
+    dropped = sorted(k for k in state if k.startswith(drop)) if drop else []
+    for key in dropped:
+        del state[key]
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -212,19 +212,8 @@ class TrainConfig(Config):
                               f"{loss.contrastive!r}, contrastive_input={loss.contrastive_input!r}: set "
                               "model.loss.contrastive=simclr (or barlow) and model.loss.contrastive_input=tokens, or "
                               "optim.contrastive_warmup_steps=0")
-        if loss.contrastive != "none" and self.views.num_views < 2:
-            raise ConfigError(f"model.loss.contrastive={loss.contrastive!r} (the presets' default) compares the views "
-                              f"of an image, but views.num_views={self.views.num_views}: use views.num_views >= 2 "
-                              "(mode augment), or model.loss.contrastive=none")
-        if loss.contrastive != "none" and self.optim.batch_size < 2:
-            raise ConfigError(f"model.loss.contrastive={loss.contrastive!r} tells the images of a batch apart, but "
-                              f"optim.batch_size={self.optim.batch_size}: use optim.batch_size >= 2 (SimCLR: the "
-                              "more the better), or model.loss.contrastive=none")
-        if loss.contrastive != "none" and self.views.mode == "edit":
-            raise ConfigError(f"views.mode=edit makes each view a concept edit of the one before, and "
-                              f"model.loss.contrastive={loss.contrastive!r} would pull those views together: the "
-                              "encoder would learn to ignore the very concept the actions edit. Set "
-                              "model.loss.contrastive=none for edit training")
+        if loss.contrastive != "none":
+            self._check_contrastive_inputs(loss.contrastive)
         size, patch = self.optim.contrastive_warmup_image_size, model_cfg.encoder.patch_size
         if size and (size > model_cfg.image_size or size % patch):
             raise ConfigError(f"optim.contrastive_warmup_image_size={size} must be a multiple of "
@@ -233,6 +222,22 @@ class TrainConfig(Config):
         if self.views.action_dim != action_dim:
             raise ValueError(f"views.action_dim={self.views.action_dim} differs from the model's action_dim "
                              f"{action_dim}: set both")
+
+    def _check_contrastive_inputs(self, kind: str) -> None:
+        """A contrastive loss (`kind`) needs views of each image to compare and other images to tell them from."""
+        if self.views.num_views < 2:
+            raise ConfigError(f"model.loss.contrastive={kind!r} (the presets' default) compares the views of an "
+                              f"image, but views.num_views={self.views.num_views}: use views.num_views >= 2 (mode "
+                              "augment), or model.loss.contrastive=none")
+        if self.optim.batch_size < 2:
+            raise ConfigError(f"model.loss.contrastive={kind!r} tells the images of a batch apart, but "
+                              f"optim.batch_size={self.optim.batch_size}: use optim.batch_size >= 2 (SimCLR: the "
+                              "more the better), or model.loss.contrastive=none")
+        if self.views.mode == "edit":
+            raise ConfigError(f"views.mode=edit makes each view a concept edit of the one before, and "
+                              f"model.loss.contrastive={kind!r} would pull those views together: the encoder would "
+                              "learn to ignore the very concept the actions edit. Set model.loss.contrastive=none "
+                              "for edit training")
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))

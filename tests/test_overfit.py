@@ -1,20 +1,17 @@
 """The tiny model learns to reconstruct, and the diagnostics flag deliberately collapsed configurations."""
 
-import io
 import warnings
 
 import pytest
 from conftest import plain_tiny
-from PIL import Image
 
-from hrssm.data import preprocess, synthetic
+from hrssm.data import synthetic
 from hrssm.sanity import overfit
 
 
 @pytest.fixture(scope="module")
 def images64():
-    cols = synthetic.generate(image_size=64, scale=0.02, seed=0, workers=1, progress=False)
-    return preprocess([Image.open(io.BytesIO(b["bytes"])) for b in cols["train"]["image"][:64]], 64)
+    return synthetic.train_images(64, 64, scale=0.02)
 
 
 def _run(images, steps, **over):

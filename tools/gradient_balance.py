@@ -17,20 +17,18 @@ ratios swing by 10x from step to step: read the result to an order of magnitude.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import sys
 import warnings
 
 import torch
-from PIL import Image
 
 from hrssm._config_utils import merge
 from hrssm.cli import cli_main
 from hrssm.commands.config_args import model_overrides
 from hrssm.config import ModelConfig
-from hrssm.data import preprocess, synthetic
+from hrssm.data import synthetic
 from hrssm.data.views import ViewConfig, make_views
 from hrssm.world_model import WorldModel
 
@@ -49,9 +47,7 @@ def gradient_ratios(cfg: ModelConfig, batch_size: int, steps: int, seed: int = 0
                          f"{cfg.loss.objective!r} has no reconstruction: use --model.loss.objective reconstruction")
     cfg = ModelConfig.from_dict(merge(cfg.to_dict(), {"loss": {"contrastive_scale": 1.0}}))
     n = 4 * batch_size
-    cols = synthetic.generate(image_size=cfg.image_size, scale=max(0.01, n / 4795), seed=seed, workers=1,
-                              progress=False)
-    images = preprocess([Image.open(io.BytesIO(b["bytes"])) for b in cols["train"]["image"][:n]], cfg.image_size)
+    images = synthetic.train_images(n, cfg.image_size, scale=max(0.01, n / 4795), seed=seed)
     torch.manual_seed(seed)
     model = WorldModel(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

@@ -15,19 +15,16 @@ A healthy model ends with recon_std_ratio > 0.7 and PSNR well above the mean ima
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
 import warnings
 
-from PIL import Image
-
 from hrssm._config_utils import merge
 from hrssm.cli import cli_main
 from hrssm.commands.config_args import model_overrides
 from hrssm.config import ModelConfig
-from hrssm.data import ViewConfig, preprocess, synthetic
+from hrssm.data import ViewConfig, synthetic
 from hrssm.sanity import overfit
 
 KEYS = ("recon_std_ratio", "psnr", "psnr_mean_image", "psnr_gain", "kl_global_raw", "kl_local_raw",
@@ -50,10 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = p.parse_known_args(argv)
     single = {"loss": {"contrastive": "none"}} if args.views == 1 else {}  # SimCLR compares two distinct views
     cfg = ModelConfig.preset(args.preset, **merge(single, {"image_size": args.image_size, **model_overrides(rest)}))
-    cols = synthetic.generate(image_size=args.image_size, scale=max(0.02, args.images / 4795), seed=0, workers=1,
-                              progress=False)
-    images = preprocess([Image.open(io.BytesIO(b["bytes"])) for b in cols["train"]["image"][: args.images]],
-                        args.image_size)
+    images = synthetic.train_images(args.images, args.image_size, scale=max(0.02, args.images / 4795))
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if args.views == 1 else "default")

@@ -325,6 +325,16 @@ def generate(image_size: int = 64, scale: float = 1.0, seed: int = 0, workers: i
     return columns
 
 
+def train_images(count: int, image_size: int, scale: float, seed: int = 0):
+    """The first `count` train images of the twin of (`scale`, `seed`), made in memory (one process) and preprocessed
+    as model input: (count, 3, image_size, image_size) float32 in [-0.5, 0.5]. For quick checks that need no dataset
+    on disk (tools/overfit_check.py, tools/gradient_balance.py)."""
+    from .preprocess import preprocess
+
+    columns = generate(image_size=image_size, scale=scale, seed=seed, workers=1, progress=False)
+    return preprocess([Image.open(io.BytesIO(b["bytes"])) for b in columns["train"]["image"][:count]], image_size)
+
+
 def write_save_to_disk(columns: dict[str, dict[str, list]], out: str | os.PathLike, overwrite: bool = False):
     """Write generated splits as a `save_to_disk` DatasetDict (atomically: a temp folder renamed into place)."""
     from datasets import Dataset, DatasetDict
